@@ -1,0 +1,267 @@
+// Type declarations for dragon.js / dragon.mjs, the Dragon realtime client (protocol version 1).
+// Served at /dragon/dragon.d.ts.
+
+export type Id = number | string;
+
+/** A filter object (PROTOCOL.md section 4): `{field: value}`, `{field__op: value}`, `$or`, `$not`. */
+export type Filter = { [key: string]: unknown; $or?: Filter[]; $not?: Filter };
+
+/** Stable error codes from the protocol plus the client's own `timeout` and `disconnected`. */
+export type ErrorCode =
+  | 'bad_request' | 'unknown_route' | 'unknown_verb' | 'not_found' | 'validation'
+  | 'unauthenticated' | 'forbidden' | 'conflict' | 'rate_limited' | 'internal' | 'unavailable'
+  | 'timeout' | 'disconnected'
+  | (string & {});
+
+export class DragonError extends Error {
+  constructor(code: ErrorCode, message?: string, details?: unknown);
+  readonly name: 'DragonError';
+  /** the protocol's error code, or `timeout` / `disconnected` */
+  code: ErrorCode;
+  /** the protocol's `details` (for `validation`: `{field: ["message", ...]}`), or null */
+  details: any;
+  static from(error: { code?: string; message?: string; details?: unknown } | null | undefined): DragonError;
+}
+
+export interface BackoffOptions {
+  /** first delay in ms (default 500) */
+  initial?: number;
+  /** largest delay in ms (default 15000) */
+  max?: number;
+  /** growth per attempt (default 2) */
+  factor?: number;
+  /** share of the delay that is randomised, 0..1 (default 0.5) */
+  jitter?: number;
+  /** give up after this many attempts in a row (default Infinity) */
+  maxAttempts?: number;
+}
+
+export interface DragonOptions {
+  /** WebSocket URL; default: this page's origin with ws:/wss: + `/ws`. Relative paths resolve against the page. */
+  url?: string;
+  /** auth token, sent as `?token=` on every (re)connection */
+  token?: string;
+  /** WebSocket constructor (e.g. the `ws` package in node); default globalThis.WebSocket */
+  WebSocket?: any;
+  /** default per-call timeout in ms (default 10000); calls reject with code `timeout` */
+  timeout?: number;
+  /** reconnection backoff: options, or a function attempt (0-based) => delay ms */
+  backoff?: BackoffOptions | ((attempt: number) => number);
+  /** give up reconnecting after this many attempts (default Infinity) */
+  maxAttempts?: number;
+  /** ping the server after this many idle ms to detect dead connections (default 25000; 0 = off) */
+  heartbeat?: number;
+  /** connect in the constructor (default true) */
+  autoConnect?: boolean;
+  /** requests in flight at once; more wait in the queue (default 64, the server's default limit) */
+  maxInFlight?: number;
+}
+
+export interface CallOptions {
+  /** this call's timeout in ms (default: the client's `timeout`) */
+  timeout?: number;
+}
+
+export interface ListOptions extends CallOptions {
+  /** field names, `-` prefix for descending; ties break by id */
+  order_by?: string[] | string;
+  /** 1-based page (default 1) */
+  page?: number;
+  /** rows per page (server default 50, at most 500) */
+  per_page?: number;
+}
+
+export interface ListMeta {
+  page: number;
+  per_page: number;
+  total: number;
+  pages: number;
+  position: string;
+  [key: string]: unknown;
+}
+
+export interface ListResult<T = any> {
+  items: T[];
+  meta: ListMeta;
+}
+
+/** An event frame (PROTOCOL.md section 5). */
+export interface EventFrame<T = any> {
+  event: 'created' | 'updated' | 'deleted' | 'resync' | 'hello' | 'presence' | (string & {});
+  route?: string;
+  /** this connection's subscription ids the event concerns */
+  subs?: string[];
+  data?: T;
+  /** for `updated`: the published fields that changed */
+  changed?: string[];
+  position?: string;
+  [key: string]: unknown;
+}
+
+/** Passed to a subscription's handler when it must reload (recovered:false or a server resync). */
+export interface ResyncEvent {
+  event: 'resync';
+  route: string;
+  subs: string[];
+  /** `not_recovered`: reconnected and the server could not replay; `server`: a resync frame */
+  reason: 'not_recovered' | 'server';
+}
+
+export interface ResyncInfo extends ResyncEvent {
+  subscription: Subscription;
+}
+
+export interface SubscribedInfo<T = any> {
+  sub: string;
+  position: string;
+  /** only when resuming with `since` */
+  recovered?: boolean;
+  /** only with snapshot */
+  items?: T[];
+  /** true when this was a resume after reconnecting */
+  resumed: boolean;
+}
+
+export interface SubscribeOptions<T = any> extends CallOptions {
+  /** ask for the matching rows with the subscription (`subscription.items`) */
+  snapshot?: boolean;
+  /** called synchronously on every (re)subscription reply, before any event that follows it */
+  onSubscribed?: (info: SubscribedInfo<T>, subscription: Subscription<T>) => void;
+}
+
+export type EventHandler<T = any> = (frame: EventFrame<T> | ResyncEvent, subscription: Subscription<T>) => void;
+
+export class Subscription<T = any> {
+  readonly route: string;
+  readonly filter: Filter;
+  /** the current server-chosen subscription id (a new one after each reconnect; null while offline) */
+  readonly id: string | null;
+  /** alias of id */
+  readonly sub: string | null;
+  /** the last position seen (opaque) */
+  readonly position: string | null;
+  /** the snapshot rows of the latest subscription made with snapshot: true */
+  readonly items: T[] | undefined;
+  readonly active: boolean;
+  /** stop receiving events */
+  unsubscribe(): Promise<void>;
+  /** drop the server subscription and subscribe again with a fresh snapshot; resolves to the rows */
+  reload(): Promise<T[]>;
+}
+
+export interface LiveListOptions<T = any> {
+  /** field names, `-` prefix for descending; ties break by id */
+  order_by?: string[] | string;
+  /** called with the new items on every change */
+  onChange?: (items: T[], change: EventFrame<T> | { event: 'snapshot' }) => void;
+  /** primary key field (default `id`) */
+  key?: string;
+}
+
+/** A sorted array kept current from a snapshot subscription; reloads itself after a resync. */
+export class LiveList<T = any> {
+  readonly client: Dragon;
+  readonly route: string;
+  readonly filter: Filter;
+  /** the rows, sorted by order_by then id; a new array after every change */
+  readonly items: T[];
+  /** true once the first snapshot arrived */
+  readonly loaded: boolean;
+  /** the last error (e.g. the subscribe was refused) or null */
+  readonly error: DragonError | Error | null;
+  readonly closed: boolean;
+  readonly subscription: Subscription<T> | null;
+  /** resolves once the first snapshot is in; rejects if the subscribe is refused */
+  readonly ready: Promise<LiveList<T>>;
+  onChange(cb: (items: T[], change: EventFrame<T> | { event: 'snapshot' }) => void): () => void;
+  get(id: Id): T | undefined;
+  /** reload from a fresh snapshot */
+  reload(): Promise<T[]>;
+  /** stop listening */
+  close(): Promise<void>;
+}
+
+export interface OpenInfo { conn: string | null; user: any; reconnect: boolean }
+export interface CloseInfo { code?: number; reason?: string; wasClean?: boolean }
+export interface ReconnectingInfo { attempt: number; delay: number }
+export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+export class Dragon {
+  constructor(options?: DragonOptions);
+  readonly url: string;
+  token: string | undefined;
+  timeout: number;
+  readonly state: ConnectionState;
+  readonly connected: boolean;
+  /** from the server's hello */
+  readonly conn: string | null;
+  readonly user: any;
+  readonly protocol: number | null;
+
+  on(event: 'open', cb: (info: OpenInfo) => void): () => void;
+  on(event: 'close', cb: (info: CloseInfo) => void): () => void;
+  on(event: 'reconnecting', cb: (info: ReconnectingInfo) => void): () => void;
+  on(event: 'error', cb: (error: DragonError | Error) => void): () => void;
+  on(event: 'resync', cb: (info: ResyncInfo) => void): () => void;
+  on(event: 'state', cb: (state: ConnectionState) => void): () => void;
+  /** every event frame the server sends */
+  onChannelMessage(cb: (frame: EventFrame) => void): () => void;
+  /** resolves once connected */
+  ready(): Promise<this>;
+  /** cb once, when first connected (use on('open') for every reconnection); returns a cancel function */
+  onReady(cb: (client: this) => void): () => void;
+  connect(): Promise<this>;
+  /** close for good; pending and queued calls reject with `disconnected` */
+  disconnect(): void;
+  /** skip the backoff wait and reconnect now */
+  reconnectNow(): Promise<this>;
+
+  /** generic call; resolves the reply's data */
+  call<R = any>(route: string, verb: string, args?: Record<string, unknown>, options?: CallOptions): Promise<R>;
+  /** generic call; resolves {data, meta} */
+  request<R = any, M = any>(route: string, verb: string, args?: Record<string, unknown>, options?: CallOptions): Promise<{ data: R; meta?: M }>;
+
+  getList<T = any>(route: string, filter?: Filter | null, options?: ListOptions): Promise<ListResult<T>>;
+  getSingle<T = any>(route: string, id: Id, options?: CallOptions): Promise<T>;
+  create<T = any>(route: string, data: Partial<T> | Record<string, unknown>, options?: CallOptions): Promise<T>;
+  update<T = any>(route: string, id: Id, data: Partial<T> | Record<string, unknown>, options?: CallOptions): Promise<T>;
+  delete(route: string, id: Id, options?: CallOptions): Promise<{ id: Id }>;
+  subscribe<T = any>(route: string, filter: Filter | null | undefined, onEvent: EventHandler<T>, options?: SubscribeOptions<T>): Promise<Subscription<T>>;
+  subscribe<T = any>(route: string, onEvent: EventHandler<T>, options?: SubscribeOptions<T>): Promise<Subscription<T>>;
+  liveList<T = any>(route: string, filter?: Filter | null, options?: LiveListOptions<T>): LiveList<T>;
+
+  ping(options?: CallOptions): Promise<{ time: number }>;
+  whoami<U = any>(options?: CallOptions): Promise<U | null>;
+  /** authenticate this connection; the token is reused for reconnections */
+  auth<U = any>(token: string, options?: CallOptions): Promise<U>;
+}
+
+export function liveList<T = any>(client: Dragon, route: string, filter?: Filter | null, options?: LiveListOptions<T>): LiveList<T>;
+/** comparator for order_by (ties by id; strings by code point; RFC 3339 as instants; nulls first) */
+export function makeComparator<T = any>(orderBy?: string[] | string, key?: string): (a: T, b: T) => number;
+export function sortItems<T = any>(items: T[], orderBy?: string[] | string, key?: string): T[];
+export function compareValues(a: unknown, b: unknown): number;
+/** apply a created/updated/deleted event to a Map by id, idempotently; true if it changed */
+export function applyEvent<T = any>(map: Map<Id, T>, frame: EventFrame<T>, key?: string): boolean;
+export const PROTOCOL_VERSION: 1;
+export const version: string;
+
+declare const dragonApi: {
+  Dragon: typeof Dragon;
+  DragonError: typeof DragonError;
+  Subscription: typeof Subscription;
+  LiveList: typeof LiveList;
+  liveList: typeof liveList;
+  makeComparator: typeof makeComparator;
+  sortItems: typeof sortItems;
+  compareValues: typeof compareValues;
+  applyEvent: typeof applyEvent;
+  PROTOCOL_VERSION: 1;
+  version: string;
+};
+export default dragonApi;
+
+declare global {
+  /** defined by the classic script /dragon/dragon.js */
+  var dragon: typeof dragonApi;
+}

@@ -1,0 +1,965 @@
+/*!
+ * dragon.js: the browser client for Dragon realtime servers (wire protocol version 1).
+ *
+ * Served by every Dragon server at /dragon/dragon.js (classic script, defines the global
+ * `dragon`) and /dragon/dragon.mjs (ES module re-exporting the same members). No build step.
+ *
+ *   <script src="/dragon/dragon.js"></script>
+ *   <script>
+ *     const client = new dragon.Dragon();                 // ws(s)://<this origin>/ws
+ *     const todos = client.liveList('todo-item', {list_id: 3}, {order_by: ['position']});
+ *     todos.onChange(items => render(items));
+ *   </script>
+ *
+ * Semantics worth knowing (see also dragon.d.ts):
+ * - Every call returns a promise. Failures reject with a DragonError whose `code` is the
+ *   protocol's error code (`validation`, `not_found`, ...), or `timeout` / `disconnected`.
+ * - Calls made while the connection is down WAIT IN A QUEUE and are sent once the connection is
+ *   back (they still reject with `timeout` if that takes longer than their timeout).
+ *   Calls already sent when the connection drops: reads (get_list, get_single, subscribe,
+ *   ping, whoami, presence_watch) are sent again after reconnecting; writes (create,
+ *   update, delete, custom verbs) reject with `disconnected`, because they may or may not have
+ *   been applied. After disconnect(), every pending and queued call rejects with `disconnected`.
+ * - Reconnection is automatic (exponential backoff with jitter, unlimited attempts by default).
+ *   Every live subscription is re-established with `since` = the last position it saw; events
+ *   missed meanwhile are replayed. If the server cannot replay (`recovered: false`), or sends a
+ *   `resync` frame, the client emits `resync` and calls the subscription's handler with
+ *   `{event: 'resync', route, subs, reason}`; liveList reloads itself automatically.
+ * - Close codes 4001 (authentication required) and 1008 (policy) stop reconnection.
+ */
+(function (root) {
+  'use strict';
+
+  var PROTOCOL_VERSION = 1;
+  // Verbs that may safely be sent again when the connection drops before their reply.
+  // (Not unsubscribe: subscription ids belong to one connection and die with it.)
+  var RETRYABLE_VERBS = {
+    get_list: true, get_single: true, subscribe: true,
+    ping: true, whoami: true, presence_watch: true
+  };
+
+  // ---------------------------------------------------------------------------------------------
+  // Errors
+
+  class DragonError extends Error {
+    /**
+     * @param {string} code stable protocol code (`validation`, `not_found`, `timeout`, ...)
+     * @param {string} [message]
+     * @param {*} [details]
+     */
+    constructor(code, message, details) {
+      super(message || code);
+      this.name = 'DragonError';
+      this.code = code;
+      this.details = details === undefined ? null : details;
+    }
+    static from(errorObject) {
+      var e = errorObject && typeof errorObject === 'object' ? errorObject : {};
+      return new DragonError(
+        typeof e.code === 'string' ? e.code : 'internal',
+        typeof e.message === 'string' ? e.message : String(e.code || 'error'),
+        e.details
+      );
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Small helpers
+
+  function addListener(map, name, cb) {
+    if (typeof cb !== 'function') throw new TypeError('callback must be a function');
+    var set = map.get(name);
+    if (!set) { set = new Set(); map.set(name, set); }
+    set.add(cb);
+    return function off() { set.delete(cb); };
+  }
+
+  function safeCall(cb, args, onError) {
+    try {
+      return cb.apply(null, args);
+    } catch (err) {
+      if (onError) onError(err);
+      else if (typeof console !== 'undefined') console.error('dragon: listener failed', err);
+    }
+  }
+
+  function defaultUrl() {
+    var loc = root.location;
+    if (!loc || !loc.host) {
+      throw new TypeError('dragon: no `url` given and no page location to default to');
+    }
+    return (loc.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + loc.host + '/ws';
+  }
+
+  function resolveUrl(url) {
+    if (!url) return defaultUrl();
+    if (/^wss?:\/\//i.test(url)) return url;
+    var loc = root.location;
+    if (/^https?:\/\//i.test(url)) return url.replace(/^http/i, 'ws');
+    if (loc && loc.host) {
+      var base = (loc.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + loc.host;
+      if (url.charAt(0) === '/') return base + url;
+      return new URL(url, loc.href).href.replace(/^http/i, 'ws');
+    }
+    throw new TypeError('dragon: cannot resolve WebSocket url ' + url);
+  }
+
+  function withToken(url, token) {
+    if (token === undefined || token === null || token === '') return url;
+    return url + (url.indexOf('?') >= 0 ? '&' : '?') + 'token=' + encodeURIComponent(String(token));
+  }
+
+  function backoffDelay(backoff, attempt) {
+    if (typeof backoff === 'function') return Math.max(0, Number(backoff(attempt)) || 0);
+    var b = backoff || {};
+    var initial = b.initial != null ? b.initial : 500;
+    var max = b.max != null ? b.max : 15000;
+    var factor = b.factor != null ? b.factor : 2;
+    var jitter = b.jitter != null ? b.jitter : 0.5;
+    var base = Math.min(max, initial * Math.pow(factor, attempt));
+    // "Equal jitter": a random share of the delay, so clients restarted together spread out.
+    return Math.max(0, Math.round(base * (1 - jitter * Math.random())));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Ordering (shared with the server's rules: ties by id, strings by Unicode code point,
+  // RFC 3339 timestamps as instants, nulls first when ascending)
+
+  var RFC3339 = /^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$/;
+
+  function compareCodePoints(a, b) {
+    // JS `<` compares UTF-16 code units, which differs from code point order only when a
+    // surrogate pair meets a BMP character above U+D7FF.
+    var i = 0, n = Math.min(a.length, b.length);
+    while (i < n) {
+      var ca = a.charCodeAt(i), cb = b.charCodeAt(i);
+      if (ca !== cb) {
+        var pa = a.codePointAt(i), pb = b.codePointAt(i);
+        return pa < pb ? -1 : pa > pb ? 1 : 0;
+      }
+      i++;
+    }
+    return a.length - b.length < 0 ? -1 : a.length === b.length ? 0 : 1;
+  }
+
+  function parseInstant(s) {
+    var m = RFC3339.exec(s);
+    if (!m) return null;
+    var ms = Date.parse(m[1] + 'T' + m[2] + (m[4].toUpperCase() === 'Z' ? 'Z' : m[4]));
+    if (isNaN(ms)) return null;
+    var frac = ((m[3] || '') + '000000000').slice(0, 9);
+    return { s: ms / 1000, frac: frac };
+  }
+
+  function compareValues(a, b) {
+    if (a === b) return 0;
+    var an = a === null || a === undefined, bn = b === null || b === undefined;
+    if (an || bn) return an && bn ? 0 : an ? -1 : 1;
+    var ta = typeof a, tb = typeof b;
+    if (ta === 'number' && tb === 'number') return a < b ? -1 : a > b ? 1 : 0;
+    if (ta === 'boolean' && tb === 'boolean') return a === b ? 0 : a ? 1 : -1;
+    if (ta === 'string' && tb === 'string') {
+      var ia = parseInstant(a), ib = ia && parseInstant(b);
+      if (ia && ib) {
+        if (ia.s !== ib.s) return ia.s < ib.s ? -1 : 1;
+        return ia.frac < ib.frac ? -1 : ia.frac > ib.frac ? 1 : 0;
+      }
+      return compareCodePoints(a, b);
+    }
+    if (ta !== tb) return ta < tb ? -1 : 1;
+    var ja = JSON.stringify(a), jb = JSON.stringify(b);
+    return ja < jb ? -1 : ja > jb ? 1 : 0;
+  }
+
+  /**
+   * Build a comparator from an order_by list (`['-done', 'position']`); ties break by `id`.
+   * @param {string[]|string} [orderBy]
+   * @param {string} [key='id']
+   */
+  function makeComparator(orderBy, key) {
+    key = key || 'id';
+    var spec = (Array.isArray(orderBy) ? orderBy : orderBy ? [orderBy] : []).map(function (f) {
+      f = String(f);
+      return f.charAt(0) === '-' ? { field: f.slice(1), dir: -1 } : { field: f, dir: 1 };
+    });
+    if (!spec.some(function (s) { return s.field === key; })) spec.push({ field: key, dir: 1 });
+    return function (x, y) {
+      for (var i = 0; i < spec.length; i++) {
+        var c = compareValues(x[spec[i].field], y[spec[i].field]);
+        if (c !== 0) return c * spec[i].dir;
+      }
+      return 0;
+    };
+  }
+
+  function sortItems(items, orderBy, key) {
+    return items.slice().sort(makeComparator(orderBy, key));
+  }
+
+  /**
+   * Apply one event to a Map of objects keyed by id, idempotently. Returns true if the map
+   * changed. `created`/`updated` upsert (an update merges over the previous state), `deleted`
+   * removes; anything else is ignored.
+   */
+  function applyEvent(map, frame, key) {
+    key = key || 'id';
+    var data = frame && frame.data;
+    if (!data || typeof data !== 'object' || data[key] === undefined) return false;
+    var id = data[key];
+    if (frame.event === 'created' || frame.event === 'updated') {
+      var prev = map.get(id);
+      var next = frame.event === 'updated' && prev ? Object.assign({}, prev, data) : Object.assign({}, data);
+      if (prev && sameObject(prev, next)) return false;
+      map.set(id, next);
+      return true;
+    }
+    if (frame.event === 'deleted') return map.delete(id);
+    return false;
+  }
+
+  function sameObject(a, b) {
+    var ka = Object.keys(a), kb = Object.keys(b);
+    if (ka.length !== kb.length) return false;
+    for (var i = 0; i < ka.length; i++) {
+      if (!Object.prototype.hasOwnProperty.call(b, ka[i])) return false;
+      if (JSON.stringify(a[ka[i]]) !== JSON.stringify(b[ka[i]])) return false;
+    }
+    return true;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Subscription: the handle returned by client.subscribe()
+
+  class Subscription {
+    constructor(client, route, filter, onEvent, options) {
+      this._client = client;
+      this.route = route;
+      this.filter = filter || {};
+      this._onEvent = onEvent;
+      this._options = options || {};
+      /** current server-chosen subscription id (changes on reconnect) */
+      this.id = null;
+      /** last position seen (opaque) */
+      this.position = null;
+      /** snapshot rows of the latest (re)subscription made with snapshot: true */
+      this.items = undefined;
+      this.active = true;
+      this._established = false;
+    }
+    /** alias of `id` */
+    get sub() { return this.id; }
+
+    /** Stop receiving events. Resolves once the server confirmed (or at once if offline). */
+    unsubscribe() {
+      if (!this.active) return Promise.resolve();
+      this.active = false;
+      var client = this._client;
+      client._subs.delete(this);
+      var id = this.id;
+      if (id !== null) client._subById.delete(id);
+      this.id = null;
+      if (id === null || !client._connected) return Promise.resolve();
+      return client.call(this.route, 'unsubscribe', { sub: id }).then(
+        function () {},
+        function (err) { if (err && err.code !== 'not_found' && err.code !== 'disconnected') throw err; }
+      );
+    }
+
+    /**
+     * Drop the server subscription and subscribe again with a fresh snapshot (same handle, same
+     * handler). Resolves to the snapshot rows. liveList uses this after a resync.
+     */
+    reload() {
+      var self = this;
+      var client = self._client;
+      if (!self.active) return Promise.reject(new DragonError('bad_request', 'subscription is closed'));
+      var old = self.id;
+      if (old !== null) {
+        client._subById.delete(old);
+        self.id = null;
+        if (client._connected) {
+          client.call(self.route, 'unsubscribe', { sub: old }).catch(function () {});
+        }
+      }
+      return client._establish(self, { snapshot: true }).then(function () { return self.items; });
+    }
+
+    _dispatch(frame) {
+      if (!this.active) return;
+      if (this._onEvent) {
+        var client = this._client;
+        safeCall(this._onEvent, [frame, this], function (err) { client._emit('error', err); });
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Dragon: the connection
+
+  class Dragon {
+    /**
+     * @param {object} [options]
+     * @param {string} [options.url] WebSocket URL (default: this page's origin + /ws)
+     * @param {string} [options.token] auth token, sent as ?token=
+     * @param {Function} [options.WebSocket] WebSocket constructor (node: require('ws'))
+     * @param {number} [options.timeout=10000] default per-call timeout, ms
+     * @param {object|Function} [options.backoff] {initial, max, factor, jitter, maxAttempts} or attempt => ms
+     * @param {number} [options.heartbeat=25000] ping interval when idle, ms (0: off)
+     * @param {boolean} [options.autoConnect=true]
+     * @param {number} [options.maxInFlight=64] requests in flight at once (the server's limit)
+     */
+    constructor(options) {
+      var o = options || {};
+      this.url = resolveUrl(o.url);
+      this.token = o.token;
+      this.timeout = o.timeout != null ? o.timeout : 10000;
+      this.backoff = o.backoff;
+      this.maxAttempts = typeof o.backoff === 'object' && o.backoff && o.backoff.maxAttempts != null
+        ? o.backoff.maxAttempts : (o.maxAttempts != null ? o.maxAttempts : Infinity);
+      this.heartbeat = o.heartbeat != null ? o.heartbeat : 25000;
+      this.maxInFlight = o.maxInFlight || 64;
+      this._WebSocket = o.WebSocket || root.WebSocket;
+      if (typeof this._WebSocket !== 'function') {
+        throw new TypeError('dragon: no WebSocket implementation (pass options.WebSocket)');
+      }
+      /** 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed' */
+      this.state = 'idle';
+      /** connection id and user from the server's hello */
+      this.conn = null;
+      this.user = null;
+      this.protocol = null;
+
+      this._ws = null;
+      this._connected = false;     // hello received on the current socket
+      this._wanted = false;        // connect() called and not disconnect()
+      this._attempt = 0;
+      this._retryTimer = null;
+      this._connectTimer = null;
+      this._heartbeatTimer = null;
+      this._nextId = 1;
+      this._pending = new Map();   // id -> request entry (sent, awaiting reply)
+      this._queue = [];            // request entries not sent yet
+      this._inFlight = 0;
+      this._listeners = new Map();
+      this._channel = new Set();
+      this._subs = new Set();      // live Subscription handles
+      this._subById = new Map();   // server sub id -> Subscription
+      this._readyWaiters = [];
+      this._everReady = false;
+      this._lastRx = 0;
+
+      var self = this;
+      this._onOnline = function () { if (self._wanted && !self._ws) self._openSocket(); };
+      if (root.addEventListener && root.window === root) root.addEventListener('online', this._onOnline);
+
+      if (o.autoConnect !== false) this.connect();
+    }
+
+    // ---- events ----
+
+    /** Listen to 'open' | 'close' | 'reconnecting' | 'error' | 'resync' | 'state' | 'hello'. Returns off(). */
+    on(name, cb) { return addListener(this._listeners, name, cb); }
+
+    _emit(name, payload) {
+      var set = this._listeners.get(name);
+      if (!set || set.size === 0) {
+        // Socket errors are expected while reconnecting; only report other unheard errors.
+        if (name === 'error' && payload && payload.code !== 'disconnected' && typeof console !== 'undefined') console.warn('dragon:', payload);
+        return;
+      }
+      Array.from(set).forEach(function (cb) { safeCall(cb, [payload]); });
+    }
+
+    /** Called with every event frame the server sends (hello, created, presence, resync, ...). */
+    onChannelMessage(cb) {
+      if (typeof cb !== 'function') throw new TypeError('callback must be a function');
+      var set = this._channel;
+      set.add(cb);
+      return function off() { set.delete(cb); };
+    }
+
+    /** Resolves once connected (hello received); immediately if already connected. */
+    ready() {
+      if (this._connected) return Promise.resolve(this);
+      var self = this;
+      return new Promise(function (resolve) { self._readyWaiters.push(resolve); });
+    }
+
+    /**
+     * Run cb once, as soon as the client is connected (at once, asynchronously, if it already
+     * is). For every (re)connection use on('open', cb). Returns a function that cancels it.
+     */
+    onReady(cb) {
+      var cancelled = false;
+      var self = this;
+      this.ready().then(function () { if (!cancelled) safeCall(cb, [self]); });
+      return function () { cancelled = true; };
+    }
+
+    get connected() { return this._connected; }
+
+    // ---- connection lifecycle ----
+
+    connect() {
+      this._wanted = true;
+      if (this._ws || this._retryTimer) return this.ready();
+      this._attempt = 0;
+      this._openSocket();
+      return this.ready();
+    }
+
+    /** Close for good: no reconnection; pending and queued calls reject with `disconnected`. */
+    disconnect() {
+      this._wanted = false;
+      clearTimeout(this._retryTimer); this._retryTimer = null;
+      var ws = this._ws;
+      this._teardownSocket();
+      if (ws) {
+        try { ws.close(1000, 'client disconnect'); } catch (e) { /* ignore */ }
+      }
+      this._failAll(new DragonError('disconnected', 'disconnected by the client'), true);
+      if (root.removeEventListener && root.window === root) root.removeEventListener('online', this._onOnline);
+      var was = this.state;
+      this._setState('closed');
+      if (ws && was !== 'closed') this._emit('close', { code: 1000, reason: 'client disconnect', wasClean: true });
+    }
+
+    _setState(s) {
+      if (this.state === s) return;
+      this.state = s;
+      this._emit('state', s);
+    }
+
+    _openSocket() {
+      var self = this;
+      clearTimeout(this._retryTimer); this._retryTimer = null;
+      this._setState(this._everReady ? 'reconnecting' : 'connecting');
+      var ws;
+      try {
+        ws = new this._WebSocket(withToken(this.url, this.token));
+      } catch (err) {
+        this._emit('error', err);
+        this._scheduleReconnect();
+        return;
+      }
+      this._ws = ws;
+      this._connected = false;
+      this._connectTimer = setTimeout(function () {
+        if (self._ws === ws && !self._connected) {
+          try { ws.close(); } catch (e) { /* ignore */ }
+          self._onSocketClosed(ws, { code: 4000, reason: 'connect timeout', wasClean: false });
+        }
+      }, Math.max(this.timeout, 1000));
+      ws.onopen = function () { self._lastRx = Date.now(); };
+      ws.onmessage = function (ev) { if (self._ws === ws) self._onMessage(ev.data); };
+      ws.onerror = function (ev) {
+        if (self._ws !== ws) return;
+        self._emit('error', new DragonError('disconnected', 'WebSocket error' + (ev && ev.message ? ': ' + ev.message : '')));
+      };
+      ws.onclose = function (ev) {
+        self._onSocketClosed(ws, { code: ev && ev.code, reason: ev && ev.reason, wasClean: ev && ev.wasClean });
+      };
+    }
+
+    _teardownSocket() {
+      var ws = this._ws;
+      this._ws = null;
+      this._connected = false;
+      clearTimeout(this._connectTimer); this._connectTimer = null;
+      clearInterval(this._heartbeatTimer); this._heartbeatTimer = null;
+      if (ws) { ws.onopen = ws.onmessage = ws.onerror = null; ws.onclose = null; }
+      this._inFlight = 0;
+      // Server subscription ids die with the socket.
+      this._subById.clear();
+      this._subs.forEach(function (s) { s.id = null; s._established = false; });
+    }
+
+    _onSocketClosed(ws, info) {
+      if (this._ws !== ws) return;
+      var wasConnected = this._connected;
+      this._teardownSocket();
+      // Requests on the wire: re-queue reads, reject writes (they may have been applied).
+      var self = this;
+      var requeue = [];
+      this._pending.forEach(function (entry) {
+        if (entry.retry && !entry.done) requeue.push(entry);
+        else self._settle(entry, new DragonError('disconnected', 'connection lost before the reply'));
+      });
+      this._pending.clear();
+      requeue.sort(function (a, b) { return a.seq - b.seq; });
+      this._queue = requeue.concat(this._queue);
+
+      var code = info.code;
+      if (wasConnected) this._emit('close', info);
+      if (!this._wanted) { this._setState('closed'); return; }
+      if (code === 4001 || code === 1008) {
+        this._wanted = false;
+        var err = code === 4001
+          ? new DragonError('unauthenticated', 'authentication required (close 4001)')
+          : new DragonError('forbidden', 'connection refused by policy (close 1008)');
+        this._emit('error', err);
+        this._failAll(err, true);
+        this._setState('closed');
+        return;
+      }
+      this._scheduleReconnect();
+    }
+
+    _scheduleReconnect() {
+      var self = this;
+      if (!this._wanted) return;
+      if (this._attempt >= this.maxAttempts) {
+        this._wanted = false;
+        this._failAll(new DragonError('disconnected', 'gave up reconnecting'), true);
+        this._setState('closed');
+        return;
+      }
+      var delay = backoffDelay(this.backoff, this._attempt);
+      this._attempt++;
+      this._setState('reconnecting');
+      this._emit('reconnecting', { attempt: this._attempt, delay: delay });
+      this._retryTimer = setTimeout(function () { self._retryTimer = null; if (self._wanted) self._openSocket(); }, delay);
+    }
+
+    /** Reconnect now instead of waiting for the backoff timer (e.g. on a user's "retry" click). */
+    reconnectNow() {
+      if (!this._wanted) return this.connect();
+      if (this._retryTimer) { clearTimeout(this._retryTimer); this._retryTimer = null; this._openSocket(); }
+      return this.ready();
+    }
+
+    _onHello(frame) {
+      var d = frame.data || {};
+      this.conn = d.conn != null ? d.conn : null;
+      this.user = d.user !== undefined ? d.user : null;
+      this.protocol = d.protocol != null ? d.protocol : null;
+      if (this.protocol != null && this.protocol !== PROTOCOL_VERSION) {
+        this._emit('error', new DragonError('bad_request', 'server speaks protocol ' + this.protocol + ', client ' + PROTOCOL_VERSION));
+      }
+      if (this._connected) return;
+      clearTimeout(this._connectTimer); this._connectTimer = null;
+      this._connected = true;
+      var reconnect = this._everReady;
+      this._everReady = true;
+      this._attempt = 0;
+      this._setState('open');
+      this._startHeartbeat();
+      // Re-establish subscriptions first (with `since`), then flush the queue.
+      var self = this;
+      this._subs.forEach(function (s) { if (s.active && !s._establishing) self._establish(s, { resume: true }).catch(function (err) { self._emit('error', err); }); });
+      this._flush();
+      this._emit('open', { conn: this.conn, user: this.user, reconnect: reconnect });
+      var waiters = this._readyWaiters;
+      this._readyWaiters = [];
+      waiters.forEach(function (w) { w(self); });
+    }
+
+    _startHeartbeat() {
+      var self = this;
+      clearInterval(this._heartbeatTimer);
+      if (!this.heartbeat) return;
+      var ws = this._ws;
+      this._heartbeatTimer = setInterval(function () {
+        if (self._ws !== ws || !self._connected) return;
+        if (Date.now() - self._lastRx < self.heartbeat) return;
+        self._request('dragon', 'ping', {}, { timeout: self.timeout, retry: false, noQueue: true }).catch(function (err) {
+          if (err.code === 'timeout' && self._ws === ws) {
+            try { ws.close(4000, 'heartbeat timeout'); } catch (e) { /* ignore */ }
+            self._onSocketClosed(ws, { code: 4000, reason: 'heartbeat timeout', wasClean: false });
+          }
+        });
+      }, Math.max(1000, Math.floor(this.heartbeat / 2)));
+      if (this._heartbeatTimer && this._heartbeatTimer.unref) this._heartbeatTimer.unref();
+    }
+
+    // ---- inbound frames ----
+
+    _onMessage(raw) {
+      this._lastRx = Date.now();
+      if (typeof raw !== 'string') {
+        if (raw && typeof raw.toString === 'function') raw = raw.toString();
+        else return;
+      }
+      var frame;
+      try { frame = JSON.parse(raw); } catch (e) {
+        this._emit('error', new DragonError('bad_request', 'server sent invalid JSON'));
+        return;
+      }
+      if (!frame || typeof frame !== 'object') return;
+      if (Object.prototype.hasOwnProperty.call(frame, 'id') && frame.event === undefined) {
+        this._onReply(frame);
+      } else if (typeof frame.event === 'string') {
+        this._onEvent(frame);
+      }
+    }
+
+    _onReply(frame) {
+      var entry = frame.id === null ? undefined : this._pending.get(frame.id);
+      if (!entry) {
+        if (frame.id === null && frame.ok === false) this._emit('error', DragonError.from(frame.error));
+        var late = this._late && this._late.get(frame.id);
+        if (late) { this._late.delete(frame.id); late(frame); }
+        return;
+      }
+      this._pending.delete(frame.id);
+      this._inFlight = Math.max(0, this._inFlight - 1);
+      if (frame.ok === false || frame.error) {
+        this._settle(entry, DragonError.from(frame.error));
+      } else {
+        if (entry.onReply) {
+          try { entry.onReply(frame); } catch (err) { this._settle(entry, err); this._flush(); return; }
+        }
+        this._settle(entry, null, { data: frame.data, meta: frame.meta });
+      }
+      this._flush();
+    }
+
+    _onEvent(frame) {
+      var self = this;
+      this._channel.forEach(function (cb) { safeCall(cb, [frame], function (err) { self._emit('error', err); }); });
+      if (frame.event === 'hello') { this._onHello(frame); return; }
+      var subs = Array.isArray(frame.subs) ? frame.subs : [];
+      if (frame.event === 'resync') {
+        subs.forEach(function (id) {
+          var s = self._subById.get(id);
+          if (!s) return;
+          self._resync(s, 'server');
+        });
+        return;
+      }
+      subs.forEach(function (id) {
+        var s = self._subById.get(id);
+        if (!s || !s.active) return;
+        if (frame.position !== undefined && frame.position !== null) s.position = frame.position;
+        s._dispatch(frame);
+      });
+    }
+
+    _resync(sub, reason) {
+      var info = { event: 'resync', route: sub.route, subs: sub.id === null ? [] : [sub.id], reason: reason, subscription: sub };
+      this._emit('resync', info);
+      sub._dispatch({ event: 'resync', route: sub.route, subs: info.subs, reason: reason });
+    }
+
+    // ---- outbound requests ----
+
+    _request(route, verb, args, opts) {
+      var self = this;
+      opts = opts || {};
+      if (typeof route !== 'string' || !route) return Promise.reject(new TypeError('route must be a non-empty string'));
+      if (typeof verb !== 'string' || !verb) return Promise.reject(new TypeError('verb must be a non-empty string'));
+      return new Promise(function (resolve, reject) {
+        var entry = {
+          seq: self._nextId++,
+          id: null,
+          route: route,
+          verb: verb,
+          args: args || {},
+          resolve: resolve,
+          reject: reject,
+          done: false,
+          onReply: opts.onReply,
+          retry: opts.retry !== undefined ? opts.retry : !!RETRYABLE_VERBS[verb],
+          timer: null
+        };
+        var timeout = opts.timeout != null ? opts.timeout : self.timeout;
+        if (timeout > 0 && isFinite(timeout)) {
+          entry.timer = setTimeout(function () {
+            if (entry.done) return;
+            var onWire = entry.id !== null && self._pending.get(entry.id) === entry;
+            if (onWire) {
+              self._pending.delete(entry.id);
+              self._inFlight = Math.max(0, self._inFlight - 1);
+              if (entry.onLate) {
+                if (!self._late) self._late = new Map();
+                self._late.set(entry.id, entry.onLate);
+              }
+            }
+            var qi = self._queue.indexOf(entry);
+            if (qi >= 0) self._queue.splice(qi, 1);
+            self._settle(entry, new DragonError('timeout', route + '.' + verb + ' got no reply within ' + timeout + ' ms'));
+            self._flush();
+          }, timeout);
+        }
+        entry.onLate = opts.onLate;
+        if (!self._wanted && !opts.noQueue) {
+          self._settle(entry, new DragonError('disconnected', 'the client is disconnected (call connect())'));
+          return;
+        }
+        self._queue.push(entry);
+        self._flush();
+      });
+    }
+
+    _flush() {
+      if (!this._connected || !this._ws) return;
+      while (this._queue.length && this._inFlight < this.maxInFlight) {
+        var entry = this._queue.shift();
+        if (entry.done) continue;
+        entry.id = this._nextId++;
+        var frame = { id: entry.id, route: entry.route, verb: entry.verb, args: entry.args };
+        var text;
+        try { text = JSON.stringify(frame); } catch (err) { this._settle(entry, err); continue; }
+        this._pending.set(entry.id, entry);
+        this._inFlight++;
+        try {
+          this._ws.send(text);
+        } catch (err) {
+          this._pending.delete(entry.id);
+          this._inFlight--;
+          this._settle(entry, new DragonError('disconnected', 'send failed: ' + (err && err.message)));
+        }
+      }
+    }
+
+    _settle(entry, err, value) {
+      if (entry.done) return;
+      entry.done = true;
+      clearTimeout(entry.timer);
+      if (err) entry.reject(err); else entry.resolve(value);
+    }
+
+    _failAll(err, includeQueue) {
+      var self = this;
+      this._pending.forEach(function (e) { self._settle(e, err); });
+      this._pending.clear();
+      this._inFlight = 0;
+      if (includeQueue) {
+        var q = this._queue;
+        this._queue = [];
+        q.forEach(function (e) { self._settle(e, err); });
+        // ready() waiters stay pending: they resolve if connect() is called again.
+      }
+    }
+
+    // ---- public API: generic ----
+
+    /** Generic call; resolves the reply's `data`. */
+    call(route, verb, args, options) {
+      return this._request(route, verb, args, options).then(function (r) { return r.data; });
+    }
+
+    /** Generic call; resolves `{data, meta}` (meta is undefined when the verb has none). */
+    request(route, verb, args, options) {
+      return this._request(route, verb, args, options);
+    }
+
+    // ---- public API: model routers ----
+
+    /** Resolves `{items, meta}`; meta = {page, per_page, total, pages, position}. */
+    getList(route, filter, options) {
+      var o = options || {};
+      var args = {};
+      if (filter != null) args.filter = filter;
+      if (o.order_by != null) args.order_by = Array.isArray(o.order_by) ? o.order_by : [o.order_by];
+      if (o.page != null) args.page = o.page;
+      if (o.per_page != null) args.per_page = o.per_page;
+      return this._request(route, 'get_list', args, o).then(function (r) {
+        return { items: r.data, meta: r.meta };
+      });
+    }
+
+    getSingle(route, id, options) { return this.call(route, 'get_single', { id: id }, options); }
+    create(route, data, options) { return this.call(route, 'create', { data: data || {} }, options); }
+    update(route, id, data, options) { return this.call(route, 'update', { id: id, data: data || {} }, options); }
+    delete(route, id, options) { return this.call(route, 'delete', { id: id }, options); }
+
+    /**
+     * Subscribe to a route's events. onEvent(frame, subscription) gets every event frame that
+     * concerns it (created/updated/deleted/custom), plus {event:'resync',...} when the client
+     * must reload. Resolves to the Subscription (with .id, .position and, with snapshot: true,
+     * .items). options: {snapshot, timeout, onSubscribed(reply)}.
+     */
+    subscribe(route, filter, onEvent, options) {
+      if (typeof filter === 'function' && options === undefined) { options = onEvent; onEvent = filter; filter = {}; }
+      var sub = new Subscription(this, route, filter, onEvent, options);
+      this._subs.add(sub);
+      var self = this;
+      return this._establish(sub, { snapshot: !!(options && options.snapshot), timeout: options && options.timeout })
+        .then(function () { return sub; }, function (err) {
+          sub.active = false;
+          self._subs.delete(sub);
+          throw err;
+        });
+    }
+
+    /** Send a subscribe for `sub` (initial, resume after reconnect, or reload with snapshot). */
+    _establish(sub, how) {
+      var self = this;
+      var args = {};
+      if (sub.filter && Object.keys(sub.filter).length) args.filter = sub.filter;
+      var resume = how.resume && sub.position !== null;
+      if (resume) args.since = sub.position;
+      if (how.snapshot) args.snapshot = true;
+      var token = {};
+      sub._establishing = token;
+      return this._request(sub.route, 'subscribe', args, {
+        timeout: how.timeout,
+        onReply: function (frame) {
+          if (sub._establishing === token) sub._establishing = null;
+          var d = frame.data || {};
+          if (!sub.active) {
+            // Unsubscribed while the request was in flight.
+            if (d.sub != null) self.call(sub.route, 'unsubscribe', { sub: d.sub }).catch(function () {});
+            return;
+          }
+          if (sub.id !== null && sub.id !== d.sub) self._subById.delete(sub.id);
+          sub.id = d.sub;
+          sub._established = true;
+          self._subById.set(d.sub, sub);
+          var recovered = resume ? d.recovered === true : undefined;
+          if (!resume || !recovered) {
+            if (d.position !== undefined) sub.position = d.position;
+          }
+          if (how.snapshot) sub.items = Array.isArray(d.items) ? d.items : [];
+          if (sub._options.onSubscribed) {
+            safeCall(sub._options.onSubscribed, [{ sub: d.sub, position: d.position, recovered: recovered, items: d.items, resumed: !!resume }, sub]);
+          }
+          if (resume && !recovered) self._resync(sub, 'not_recovered');
+        },
+        onLate: function (frame) {
+          // The subscribe timed out but the server did subscribe: undo it.
+          if (frame.ok && frame.data && frame.data.sub != null && self._connected) {
+            self.call(sub.route, 'unsubscribe', { sub: frame.data.sub }).catch(function () {});
+          }
+        }
+      }).then(function () { return sub; }, function (err) {
+        if (sub._establishing === token) sub._establishing = null;
+        throw err;
+      });
+    }
+
+    /** A LiveList bound to this client. */
+    liveList(route, filter, options) { return liveList(this, route, filter, options); }
+
+    // ---- public API: connection-level route ----
+
+    ping(options) { return this.call('dragon', 'ping', {}, options); }
+    whoami(options) { return this.call('dragon', 'whoami', {}, options); }
+    /** Authenticate this connection; the token is also used for reconnections. */
+    auth(token, options) {
+      var self = this;
+      return this.call('dragon', 'auth', { token: token }, options).then(function (user) {
+        self.token = token;
+        self.user = user;
+        return user;
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // LiveList: a sorted array kept current from a snapshot subscription
+
+  class LiveList {
+    constructor(client, route, filter, options) {
+      var o = options || {};
+      this.client = client;
+      this.route = route;
+      this.filter = filter || {};
+      this.orderBy = o.order_by || [];
+      this.key = o.key || 'id';
+      /** the current rows, sorted; replaced by a new array on every change */
+      this.items = [];
+      /** true once the first snapshot arrived */
+      this.loaded = false;
+      /** the last error (e.g. the subscribe was refused), or null */
+      this.error = null;
+      this.closed = false;
+      this.subscription = null;
+      this._map = new Map();
+      this._compare = makeComparator(this.orderBy, this.key);
+      this._listeners = new Set();
+      if (typeof o.onChange === 'function') this._listeners.add(o.onChange);
+      var self = this;
+      this._reloading = null;
+      /** resolves once the first snapshot is in (rejects if the subscribe is refused) */
+      this.ready = client.subscribe(route, this.filter, function (frame) { self._onEvent(frame); }, {
+        snapshot: true,
+        onSubscribed: function (reply) { if (reply.items) self._reset(reply.items, { event: 'snapshot' }); }
+      }).then(function (sub) {
+        self.subscription = sub;
+        if (self.closed) sub.unsubscribe();
+        return self;
+      }, function (err) {
+        self.error = err;
+        throw err;
+      });
+      // Avoid unhandled-rejection noise for users who only use onChange.
+      this.ready.catch(function () {});
+    }
+
+    /** cb(items, change) on every change; change = the event frame or {event:'snapshot'}. Returns off(). */
+    onChange(cb) {
+      if (typeof cb !== 'function') throw new TypeError('callback must be a function');
+      var set = this._listeners;
+      set.add(cb);
+      return function off() { set.delete(cb); };
+    }
+
+    /** Get an item by id. */
+    get(id) { return this._map.get(id); }
+
+    _reset(rows, change) {
+      var m = new Map();
+      var key = this.key;
+      rows.forEach(function (r) { if (r && r[key] !== undefined) m.set(r[key], Object.assign({}, r)); });
+      this._map = m;
+      this.loaded = true;
+      this._rebuild(change);
+    }
+
+    _onEvent(frame) {
+      if (this.closed) return;
+      if (frame.event === 'resync') { this.reload(); return; }
+      if (applyEvent(this._map, frame, this.key)) this._rebuild(frame);
+    }
+
+    _rebuild(change) {
+      this.items = Array.from(this._map.values()).sort(this._compare);
+      var items = this.items;
+      var self = this;
+      Array.from(this._listeners).forEach(function (cb) {
+        safeCall(cb, [items, change], function (err) { self.client._emit('error', err); });
+      });
+    }
+
+    /** Reload from a fresh snapshot (done automatically after a resync). */
+    reload() {
+      var self = this;
+      if (this.closed || !this.subscription) return this.ready.then(function () { return self.items; });
+      if (this._reloading) return this._reloading;
+      var p = this.subscription.reload().then(function () { return self.items; });
+      this._reloading = p;
+      var clear = function () { if (self._reloading === p) self._reloading = null; };
+      p.then(clear, function (err) { clear(); self.error = err; self.client._emit('error', err); });
+      return p;
+    }
+
+    /** Stop listening; the items stay as they are. */
+    close() {
+      if (this.closed) return Promise.resolve();
+      this.closed = true;
+      this._listeners.clear();
+      return this.subscription ? this.subscription.unsubscribe() : Promise.resolve();
+    }
+  }
+
+  function liveList(client, route, filter, options) {
+    return new LiveList(client, route, filter, options);
+  }
+
+  var api = {
+    Dragon: Dragon,
+    DragonError: DragonError,
+    Subscription: Subscription,
+    LiveList: LiveList,
+    liveList: liveList,
+    makeComparator: makeComparator,
+    sortItems: sortItems,
+    compareValues: compareValues,
+    applyEvent: applyEvent,
+    PROTOCOL_VERSION: PROTOCOL_VERSION,
+    version: '0.1.0'
+  };
+  root.dragon = api;
+})(typeof globalThis !== 'undefined' ? globalThis : typeof self !== 'undefined' ? self : this);

@@ -1,0 +1,145 @@
+//! Brokers carry committed changes and custom events between nodes, assign each route's
+//! positions, and keep a bounded history for recovery.
+//!
+//! A broker is deliberately dumb about subscriptions: every node receives every message of
+//! every route once and matches its own subscriptions (see [`crate::hub`]).
+
+mod memory;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use crate::protocol::ChangeKind;
+
+pub use memory::MemoryBroker;
+
+/// One committed model change or one custom event on a route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// `old` is the published state before (updates, deletes), `new` after (creates, updates).
+    Change {
+        kind: ChangeKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        old: Option<Map<String, Value>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        new: Option<Map<String, Value>>,
+    },
+    /// A router's own event (`message`, `like`, ...), delivered as `{"event": name, ...}`.
+    Custom { event: String, data: Value },
+}
+
+impl Message {
+    pub fn created(new: Map<String, Value>) -> Self {
+        Message::Change {
+            kind: ChangeKind::Created,
+            old: None,
+            new: Some(new),
+        }
+    }
+    pub fn updated(old: Map<String, Value>, new: Map<String, Value>) -> Self {
+        Message::Change {
+            kind: ChangeKind::Updated,
+            old: Some(old),
+            new: Some(new),
+        }
+    }
+    pub fn deleted(old: Map<String, Value>) -> Self {
+        Message::Change {
+            kind: ChangeKind::Deleted,
+            old: Some(old),
+            new: None,
+        }
+    }
+    pub fn custom(event: impl Into<String>, data: Value) -> Self {
+        Message::Custom {
+            event: event.into(),
+            data,
+        }
+    }
+}
+
+/// A place in a route's stream. On the wire it is the opaque string `"<a>-<b>"`
+/// (for Redis, the stream entry id; in memory, the broker's epoch and a counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position(pub u64, pub u64);
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
+impl FromStr for Position {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (a, b) = s.split_once('-').ok_or(())?;
+        Ok(Position(
+            a.parse().map_err(|_| ())?,
+            b.parse().map_err(|_| ())?,
+        ))
+    }
+}
+
+/// A message with its route and position, as every node receives it.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub route: Arc<str>,
+    pub position: Position,
+    pub message: Arc<Message>,
+}
+
+/// What a broker can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    #[error("broker error: {0}")]
+    Other(String),
+}
+
+impl From<BrokerError> for crate::Error {
+    fn from(err: BrokerError) -> Self {
+        match err {
+            BrokerError::Unavailable(msg) => crate::Error::Unavailable(msg),
+            BrokerError::Other(msg) => crate::Error::Internal(msg),
+        }
+    }
+}
+
+/// What `history` found.
+#[derive(Debug)]
+pub enum History {
+    /// Every message after the asked position, in order (possibly none).
+    Complete(Vec<Envelope>),
+    /// The history no longer reaches back to that position (or never knew it).
+    Gone,
+}
+
+/// The transport between nodes. Implementations: [`MemoryBroker`] (one node, the default)
+/// and the Redis broker.
+#[async_trait::async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Publishes a message on `route`; every node's [`Broker::messages`] stream gets it once.
+    async fn publish(&self, route: &str, message: Message) -> Result<(), BrokerError>;
+
+    /// The stream of every message on every route, in position order within each route.
+    /// Called once, by the hub, when a server starts.
+    fn messages(&self) -> mpsc::UnboundedReceiver<Envelope>;
+
+    /// The messages on `route` after `after`, or [`History::Gone`] if history does not reach.
+    async fn history(&self, route: &str, after: Position) -> Result<History, BrokerError>;
+
+    /// The position of the latest message on `route` (a starting position if none yet).
+    async fn head(&self, route: &str) -> Result<Position, BrokerError>;
+
+    /// Whether the broker can be reached (for `/healthz`).
+    async fn healthy(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,232 @@
+//! The filter language (protocol section 4): one predicate for queries and live subscriptions.
+//!
+//! A filter is parsed once against a route's [`Schema`] into a [`Filter`]; it is then evaluated
+//! in memory by [`Filter::matches`] (`eval.rs`) and translated to SQL by [`Filter::to_condition`]
+//! (`sql.rs`). Those two are the only places that give operators their meaning.
+
+mod eval;
+mod sql;
+
+pub use sql::SQLITE_LOWER_FN;
+pub(crate) use sql::ordered_col;
+
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::schema::{FieldType, Scalar, ScalarKey, Schema};
+
+/// A comparison operator (`field__op`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+    In,
+    Contains,
+    IContains,
+    StartsWith,
+    IsNull,
+}
+
+impl Op {
+    fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "eq" => Op::Eq,
+            "ne" => Op::Ne,
+            "lt" => Op::Lt,
+            "lte" => Op::Lte,
+            "gt" => Op::Gt,
+            "gte" => Op::Gte,
+            "in" => Op::In,
+            "contains" => Op::Contains,
+            "icontains" => Op::IContains,
+            "startswith" => Op::StartsWith,
+            "isnull" => Op::IsNull,
+            _ => return None,
+        })
+    }
+}
+
+/// The right-hand side of a comparison, already typed for its field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    One(Scalar),
+    Many(Vec<Scalar>),
+    /// `isnull`'s flag.
+    Null(bool),
+}
+
+/// A parsed, validated filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// All hold (an empty list: everything matches).
+    And(Vec<Filter>),
+    /// Any holds (an empty list: nothing matches).
+    Or(Vec<Filter>),
+    Not(Box<Filter>),
+    Cmp {
+        field: String,
+        ty: FieldType,
+        nullable: bool,
+        op: Op,
+        operand: Operand,
+    },
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter::And(Vec::new())
+    }
+}
+
+impl Filter {
+    /// Everything matches.
+    pub fn all() -> Self {
+        Filter::default()
+    }
+
+    /// Parses a JSON filter (or `null`/absent: match all) against a schema.
+    pub fn parse(value: Option<&Value>, schema: &Schema) -> Result<Filter, Error> {
+        match value {
+            None | Some(Value::Null) => Ok(Filter::all()),
+            Some(Value::Object(map)) => parse_object(map, schema),
+            Some(_) => Err(Error::bad_request("filter must be an object")),
+        }
+    }
+
+    /// Both must hold; used to force a router's scope onto a client's filter.
+    pub fn and(self, other: Filter) -> Filter {
+        match (self, other) {
+            (Filter::And(a), other) if a.is_empty() => other,
+            (this, Filter::And(b)) if b.is_empty() => this,
+            (Filter::And(mut a), Filter::And(b)) => {
+                a.extend(b);
+                Filter::And(a)
+            }
+            (Filter::And(mut a), other) => {
+                a.push(other);
+                Filter::And(a)
+            }
+            (this, other) => Filter::And(vec![this, other]),
+        }
+    }
+
+    /// An equality the subscription index can look up instead of scanning: a top-level
+    /// `field = v` or `field in [..]` that every matching row must satisfy.
+    pub fn index_key(&self) -> Option<(&str, Vec<ScalarKey>)> {
+        match self {
+            Filter::Cmp {
+                field,
+                op: Op::Eq,
+                operand: Operand::One(v),
+                ..
+            } => Some((field, vec![v.key()])),
+            Filter::Cmp {
+                field,
+                op: Op::In,
+                operand: Operand::Many(vs),
+                ..
+            } => Some((field, vs.iter().map(Scalar::key).collect())),
+            Filter::And(parts) => parts.iter().find_map(Filter::index_key),
+            _ => None,
+        }
+    }
+}
+
+fn parse_object(map: &Map<String, Value>, schema: &Schema) -> Result<Filter, Error> {
+    let mut parts = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        parts.push(parse_entry(key, value, schema)?);
+    }
+    Ok(if parts.len() == 1 {
+        parts.pop().expect("one part")
+    } else {
+        Filter::And(parts)
+    })
+}
+
+fn parse_entry(key: &str, value: &Value, schema: &Schema) -> Result<Filter, Error> {
+    match key {
+        "$or" => {
+            let Value::Array(items) = value else {
+                return Err(Error::bad_request("$or takes an array of filters"));
+            };
+            items
+                .iter()
+                .map(|item| match item {
+                    Value::Object(m) => parse_object(m, schema),
+                    _ => Err(Error::bad_request("$or takes an array of filters")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Filter::Or)
+        }
+        "$not" => match value {
+            Value::Object(m) => Ok(Filter::Not(Box::new(parse_object(m, schema)?))),
+            _ => Err(Error::bad_request("$not takes a filter object")),
+        },
+        _ => parse_comparison(key, value, schema),
+    }
+}
+
+fn parse_comparison(key: &str, value: &Value, schema: &Schema) -> Result<Filter, Error> {
+    let (name, op) = match key.rsplit_once("__") {
+        Some((name, op)) => match Op::parse(op) {
+            Some(op) => (name, op),
+            None if schema.get(key).is_some() => (key, Op::Eq),
+            None => {
+                return Err(Error::bad_request(format!(
+                    "unknown lookup {op:?} in {key:?}"
+                )));
+            }
+        },
+        None => (key, Op::Eq),
+    };
+    let field = schema.get(name).filter(|f| f.filterable).ok_or_else(|| {
+        Error::bad_request(format!("field {name:?} is unknown or not filterable"))
+    })?;
+    let ty = field.ty;
+    let bad_value = || {
+        Error::bad_request(format!(
+            "filter {key:?} needs a {} value, got {value}",
+            ty.name()
+        ))
+    };
+    let one = |v: &Value| ty.scalar(v).ok_or_else(bad_value);
+    let operand =
+        match op {
+            Op::IsNull => Operand::Null(value.as_bool().ok_or_else(|| {
+                Error::bad_request(format!("filter {key:?} needs true or false"))
+            })?),
+            Op::In => {
+                let Value::Array(items) = value else {
+                    return Err(Error::bad_request(format!("filter {key:?} needs an array")));
+                };
+                Operand::Many(items.iter().map(one).collect::<Result<_, _>>()?)
+            }
+            Op::Lt | Op::Lte | Op::Gt | Op::Gte if !ty.is_ordered() => {
+                return Err(Error::bad_request(format!(
+                    "{key:?}: a {} field has no order",
+                    ty.name()
+                )));
+            }
+            Op::Contains | Op::IContains | Op::StartsWith if ty != FieldType::Text => {
+                return Err(Error::bad_request(format!(
+                    "{key:?}: text lookups need a string field"
+                )));
+            }
+            _ => Operand::One(one(value)?),
+        };
+    Ok(Filter::Cmp {
+        field: name.to_owned(),
+        ty,
+        nullable: field.nullable,
+        op,
+        operand,
+    })
+}
+
+#[cfg(test)]
+mod tests;

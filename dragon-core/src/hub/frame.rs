@@ -1,0 +1,136 @@
+//! Event frames: which frame a subscription gets for a message, and its bytes, built once
+//! per message and frame kind and shared by every connection with the same `subs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::{Map, Value};
+
+use crate::broker::{Envelope, Message};
+use crate::filter::Filter;
+use crate::protocol::ChangeKind;
+
+/// The frame a subscription gets for one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Slot {
+    Created,
+    Updated,
+    Deleted,
+    Custom,
+}
+
+/// Enter/leave semantics: what a subscription with `filter` sees of `message`.
+pub(crate) fn classify(filter: &Filter, message: &Message) -> Option<Slot> {
+    match message {
+        Message::Change { old, new, .. } => {
+            let was = old.as_ref().is_some_and(|o| filter.matches(o));
+            let is = new.as_ref().is_some_and(|n| filter.matches(n));
+            match (was, is) {
+                (false, true) => Some(Slot::Created),
+                (true, false) => Some(Slot::Deleted),
+                (true, true) => Some(Slot::Updated),
+                (false, false) => None,
+            }
+        }
+        Message::Custom { data, .. } => {
+            let empty = Map::new();
+            let object = data.as_object().unwrap_or(&empty);
+            filter.matches(object).then_some(Slot::Custom)
+        }
+    }
+}
+
+/// The published fields whose values differ between two states, in the new state's order.
+pub(crate) fn changed_fields(old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<String> {
+    new.iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .chain(old.keys().filter(|k| !new.contains_key(*k)).cloned())
+        .collect()
+}
+
+/// One message's frames, serialized lazily and at most once per slot and `subs` list.
+pub(crate) struct Prepared<'a> {
+    env: &'a Envelope,
+    parts: HashMap<Slot, (String, String)>,
+    cache: HashMap<(Slot, Vec<Arc<str>>), Utf8Bytes>,
+}
+
+impl<'a> Prepared<'a> {
+    pub(crate) fn new(env: &'a Envelope) -> Self {
+        Prepared {
+            env,
+            parts: HashMap::new(),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Whether a slot carries anything (an update that changed no field carries nothing).
+    pub(crate) fn worth_sending(&self, slot: Slot) -> bool {
+        match (&*self.env.message, slot) {
+            (
+                Message::Change {
+                    old: Some(old),
+                    new: Some(new),
+                    ..
+                },
+                Slot::Updated,
+            ) => old != new,
+            _ => true,
+        }
+    }
+
+    pub(crate) fn frame(&mut self, slot: Slot, subs: Vec<Arc<str>>) -> Utf8Bytes {
+        let key = (slot, subs);
+        if let Some(bytes) = self.cache.get(&key) {
+            return bytes.clone();
+        }
+        let env = self.env;
+        let (prefix, suffix) = self.parts.entry(slot).or_insert_with(|| parts(env, slot));
+        let subs_json = serde_json::to_string(&key.1).expect("strings serialize");
+        let mut text = String::with_capacity(prefix.len() + subs_json.len() + suffix.len());
+        text.push_str(prefix);
+        text.push_str(&subs_json);
+        text.push_str(suffix);
+        let bytes = Utf8Bytes::from(text);
+        self.cache.insert(key, bytes.clone());
+        bytes
+    }
+}
+
+fn parts(env: &Envelope, slot: Slot) -> (String, String) {
+    let route = Value::from(&*env.route);
+    let (event, data, changed) = match (&*env.message, slot) {
+        (Message::Custom { event, data }, _) => (Value::from(event.as_str()), data.clone(), None),
+        (Message::Change { old, new, kind }, slot) => {
+            let name = match slot {
+                Slot::Created => ChangeKind::Created,
+                Slot::Updated => ChangeKind::Updated,
+                _ => ChangeKind::Deleted,
+            };
+            // A row that left a filter through an update is described by its new state;
+            // a deleted row by its last state.
+            let object = match (kind, slot) {
+                (ChangeKind::Deleted, _) => old,
+                _ => new,
+            };
+            let changed = match (slot, old, new) {
+                (Slot::Updated, Some(o), Some(n)) => Some(changed_fields(o, n)),
+                _ => None,
+            };
+            (
+                Value::from(name.as_str()),
+                Value::Object(object.clone().unwrap_or_default()),
+                changed,
+            )
+        }
+    };
+    let prefix = format!(r#"{{"event":{event},"route":{route},"subs":"#);
+    let mut suffix = format!(r#","data":{data}"#);
+    if let Some(changed) = changed {
+        suffix.push_str(&format!(r#","changed":{}"#, Value::from(changed)));
+    }
+    suffix.push_str(&format!(r#","position":"{}"}}"#, env.position));
+    (prefix, suffix)
+}

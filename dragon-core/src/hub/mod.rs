@@ -1,0 +1,357 @@
+//! The hub: this node's live subscriptions, indexed, and the fan-out of every broker message.
+//!
+//! A subscription whose filter pins a field to a value (`list_id = 3`, or `list_id in [..]`)
+//! is found by looking that value up; only filters without such an equality are scanned.
+//! Each message is matched under its route's lock, in the broker's order, so every
+//! subscriber of a route sees the same order, and a new subscription can be joined to the
+//! stream at an exact position (see [`Hub::subscribe`]).
+
+mod frame;
+mod outbox;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::{Map, Value};
+
+use crate::broker::{Broker, Envelope, History, Message, Position};
+use crate::error::Error;
+use crate::filter::Filter;
+use crate::schema::{FieldType, ScalarKey};
+
+use frame::{Prepared, Slot, classify};
+pub use outbox::{Outbound, Outbox};
+
+/// A subscription's hub-wide key.
+pub type SubKey = u64;
+
+struct Sub {
+    outbox: Arc<Outbox>,
+    id: Arc<str>,
+    filter: Filter,
+    /// Messages that arrived while the subscription was joining the stream.
+    joining: Option<Vec<Envelope>>,
+}
+
+#[derive(Default)]
+struct RouteState {
+    /// The position of the last message dispatched here.
+    position: Option<Position>,
+    subs: HashMap<SubKey, Sub>,
+    /// field -> (its type, value -> subscriptions pinning the field to that value).
+    index: HashMap<String, (FieldType, HashMap<ScalarKey, HashSet<SubKey>>)>,
+    scan: HashSet<SubKey>,
+}
+
+impl RouteState {
+    fn insert(&mut self, key: SubKey, sub: Sub) {
+        match index_entry(&sub.filter) {
+            Some((field, ty, values)) => {
+                let (_, by_value) = self
+                    .index
+                    .entry(field)
+                    .or_insert_with(|| (ty, HashMap::new()));
+                for v in values {
+                    by_value.entry(v).or_default().insert(key);
+                }
+            }
+            None => {
+                self.scan.insert(key);
+            }
+        }
+        self.subs.insert(key, sub);
+    }
+
+    fn remove(&mut self, key: SubKey) -> bool {
+        let Some(sub) = self.subs.remove(&key) else {
+            return false;
+        };
+        match index_entry(&sub.filter) {
+            Some((field, _, values)) => {
+                if let Some((_, by_value)) = self.index.get_mut(&field) {
+                    for v in values {
+                        if let Some(set) = by_value.get_mut(&v) {
+                            set.remove(&key);
+                            if set.is_empty() {
+                                by_value.remove(&v);
+                            }
+                        }
+                    }
+                    if by_value.is_empty() {
+                        self.index.remove(&field);
+                    }
+                }
+            }
+            None => {
+                self.scan.remove(&key);
+            }
+        }
+        true
+    }
+
+    /// The subscriptions a message may concern: index hits for its old and new state, plus
+    /// the unindexed ones. Everything else provably does not match.
+    fn candidates(&self, message: &Message) -> Vec<SubKey> {
+        let mut out: Vec<SubKey> = self.scan.iter().copied().collect();
+        let rows: [Option<&Map<String, Value>>; 2] = match message {
+            Message::Change { old, new, .. } => [old.as_ref(), new.as_ref()],
+            Message::Custom { data, .. } => [data.as_object(), None],
+        };
+        for (field, (ty, by_value)) in &self.index {
+            for row in rows.iter().flatten() {
+                let Some(key) = row.get(field).and_then(|v| ty.scalar(v)).map(|s| s.key()) else {
+                    continue;
+                };
+                if let Some(subs) = by_value.get(&key) {
+                    out.extend(subs.iter().copied());
+                }
+            }
+        }
+        if rows[1].is_some() || self.index.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+        out
+    }
+}
+
+fn index_entry(filter: &Filter) -> Option<(String, FieldType, Vec<ScalarKey>)> {
+    let (field, values) = filter.index_key()?;
+    let ty = match filter_field_type(filter, field) {
+        Some(ty) => ty,
+        None => return None,
+    };
+    Some((field.to_owned(), ty, values))
+}
+
+fn filter_field_type(filter: &Filter, name: &str) -> Option<FieldType> {
+    match filter {
+        Filter::Cmp { field, ty, .. } if field == name => Some(*ty),
+        Filter::And(parts) => parts.iter().find_map(|p| filter_field_type(p, name)),
+        _ => None,
+    }
+}
+
+/// Where a new subscription joins its route's stream.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// From now on.
+    Now,
+    /// Right after this position: missed messages are replayed first.
+    After(Position),
+    /// After a position this node cannot read (another run's, or garbage): not recoverable.
+    Unknown,
+}
+
+/// What joining the stream gave.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub key: SubKey,
+    /// The position the subscription is current from.
+    pub position: Position,
+    /// With [`Start::After`]: whether every missed message could be replayed.
+    pub recovered: bool,
+}
+
+/// This node's subscriptions and fan-out.
+pub struct Hub {
+    broker: Arc<dyn Broker>,
+    routes: RwLock<HashMap<Arc<str>, Arc<Mutex<RouteState>>>>,
+    next_key: AtomicU64,
+}
+
+impl Hub {
+    /// A hub fed by `broker`'s message stream (spawns the dispatch task).
+    pub fn start(broker: Arc<dyn Broker>) -> Arc<Hub> {
+        let hub = Arc::new(Hub {
+            broker: broker.clone(),
+            routes: RwLock::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+        });
+        let mut messages = broker.messages();
+        let weak = Arc::downgrade(&hub);
+        tokio::spawn(async move {
+            while let Some(env) = messages.recv().await {
+                let Some(hub) = weak.upgrade() else { break };
+                hub.dispatch(&env);
+            }
+        });
+        hub
+    }
+
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    fn route(&self, route: &str) -> Arc<Mutex<RouteState>> {
+        if let Some(state) = self.routes.read().expect("routes lock").get(route) {
+            return state.clone();
+        }
+        self.routes
+            .write()
+            .expect("routes lock")
+            .entry(Arc::from(route))
+            .or_default()
+            .clone()
+    }
+
+    /// The position a read made now is current at: the last message this node dispatched
+    /// on `route`, or the broker's head if it has dispatched none.
+    pub async fn position(&self, route: &str) -> Result<Position, Error> {
+        let state = self.route(route);
+        let known = state.lock().expect("route lock").position;
+        match known {
+            Some(p) => Ok(p),
+            None => Ok(self.broker.head(route).await?),
+        }
+    }
+
+    /// Matches one message against this node's subscriptions and queues its frames.
+    fn dispatch(&self, env: &Envelope) {
+        let state = self.route(&env.route);
+        let mut st = state.lock().expect("route lock");
+        st.position = Some(env.position);
+        let mut prepared = Prepared::new(env);
+        // Per connection, per frame kind: the subscription ids concerned.
+        let mut per_conn: HashMap<u64, (Arc<Outbox>, Vec<(Slot, Vec<Arc<str>>)>)> = HashMap::new();
+        let candidates = st.candidates(&env.message);
+        for key in candidates {
+            let Some(sub) = st.subs.get_mut(&key) else {
+                continue;
+            };
+            if let Some(joining) = &mut sub.joining {
+                joining.push(env.clone());
+                continue;
+            }
+            let Some(slot) = classify(&sub.filter, &env.message) else {
+                continue;
+            };
+            if !prepared.worth_sending(slot) {
+                continue;
+            }
+            let (_, slots) = per_conn
+                .entry(sub.outbox.id())
+                .or_insert_with(|| (sub.outbox.clone(), Vec::new()));
+            match slots.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, ids)) => ids.push(sub.id.clone()),
+                None => slots.push((slot, vec![sub.id.clone()])),
+            }
+        }
+        drop(st);
+        for (_, (outbox, slots)) in per_conn {
+            for (slot, mut ids) in slots {
+                ids.sort_unstable();
+                let frame = prepared.frame(slot, ids.clone());
+                outbox.send_event(frame, &env.route, &ids);
+            }
+        }
+    }
+
+    /// Adds a subscription and joins it to the route's stream at `start`, with no gap and
+    /// no duplicate between replayed and live messages. `reply` is queued first, given what
+    /// the join found; replayed events follow it, then live ones.
+    pub async fn subscribe(
+        &self,
+        outbox: &Arc<Outbox>,
+        route: &str,
+        id: Arc<str>,
+        filter: Filter,
+        start: Start,
+        reply: impl FnOnce(&Joined) -> Utf8Bytes,
+    ) -> Result<Joined, Error> {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let state = self.route(route);
+        let cut = {
+            let mut st = state.lock().expect("route lock");
+            st.insert(
+                key,
+                Sub {
+                    outbox: outbox.clone(),
+                    id: id.clone(),
+                    filter,
+                    joining: Some(Vec::new()),
+                },
+            );
+            st.position
+        };
+        let joined = self.join(route, cut, start).await;
+        let (position, recovered, replay) = match joined {
+            Ok(j) => j,
+            Err(err) => {
+                state.lock().expect("route lock").remove(key);
+                return Err(err);
+            }
+        };
+        let mut st = state.lock().expect("route lock");
+        let Some(sub) = st.subs.get_mut(&key) else {
+            return Err(Error::Internal(
+                "subscription vanished while joining".into(),
+            ));
+        };
+        let joined = Joined {
+            key,
+            position,
+            recovered,
+        };
+        outbox.send(Outbound::Text(reply(&joined)));
+        // Replayed history covers (start, position]; the join buffer holds what was
+        // dispatched since the subscription was added, of which only what lies past
+        // `position` is new to the client.
+        let buffered = sub.joining.take().unwrap_or_default();
+        let fresh = buffered.iter().filter(|e| e.position > position);
+        for env in replay.iter().chain(fresh) {
+            let Some(slot) = classify(&sub.filter, &env.message) else {
+                continue;
+            };
+            let mut prepared = Prepared::new(env);
+            if prepared.worth_sending(slot) {
+                let frame = prepared.frame(slot, vec![id.clone()]);
+                outbox.send(Outbound::Text(frame));
+            }
+        }
+        Ok(joined)
+    }
+
+    /// Finds where a joining subscription stands: its position, whether it recovered, and
+    /// the history to replay up to `cut` (later messages arrive through the join buffer).
+    async fn join(
+        &self,
+        route: &str,
+        cut: Option<Position>,
+        start: Start,
+    ) -> Result<(Position, bool, Vec<Envelope>), Error> {
+        let cut = match cut {
+            Some(p) => p,
+            None => self.broker.head(route).await?,
+        };
+        match start {
+            Start::Now => Ok((cut, true, Vec::new())),
+            Start::Unknown => Ok((cut, false, Vec::new())),
+            Start::After(since) if since >= cut => Ok((cut.max(since), true, Vec::new())),
+            Start::After(since) => match self.broker.history(route, since).await? {
+                History::Complete(events) => {
+                    let replay = events.into_iter().filter(|e| e.position <= cut).collect();
+                    Ok((cut, true, replay))
+                }
+                History::Gone => Ok((cut, false, Vec::new())),
+            },
+        }
+    }
+
+    /// Removes a subscription; false if it was not there.
+    pub fn unsubscribe(&self, route: &str, key: SubKey) -> bool {
+        self.route(route).lock().expect("route lock").remove(key)
+    }
+
+    /// How many subscriptions this node holds (for metrics and tests).
+    pub fn subscription_count(&self) -> usize {
+        self.routes
+            .read()
+            .expect("routes lock")
+            .values()
+            .map(|s| s.lock().expect("route lock").subs.len())
+            .sum()
+    }
+}

@@ -1,0 +1,38 @@
+//! # Dragon
+//!
+//! Realtime web apps over one WebSocket: sea-orm models publish their committed changes,
+//! routers expose `get_list`, `get_single`, `create`, `update`, `delete` and `subscribe`, and
+//! clients see every change that matches their filters, live.
+//!
+//! The pieces, one module each: [`protocol`] (wire types), [`filter`] (one predicate for
+//! queries and live matching), [`model`] and [`publish`] (self-publishing models),
+//! [`router`] (verbs), [`hub`] (subscriptions and fan-out), [`broker`] (between nodes),
+//! [`server`] (axum) and [`client`] (Rust client).
+
+pub mod broker;
+pub mod client;
+pub mod db;
+pub mod error;
+pub mod filter;
+pub mod hub;
+pub mod model;
+pub mod protocol;
+pub mod publish;
+pub mod router;
+pub mod schema;
+pub mod server;
+
+pub use dragon_derive::DragonModel;
+pub use error::{Error, Result};
+pub use model::{ModelHooks, Publish};
+pub use publish::transaction;
+pub use router::{Ctx, ModelRouter, Router, Validator};
+pub use server::{Authenticator, Dragon, Limits};
+
+/// What the derive's generated code names; not for direct use.
+#[doc(hidden)]
+pub mod __private {
+    pub use async_trait::async_trait;
+    pub use sea_orm;
+    pub use serde_json;
+}

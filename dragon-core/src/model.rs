@@ -1,0 +1,242 @@
+//! Self-publishing models: the plain traits `#[derive(DragonModel)]` implements, and the
+//! sea-orm hook bodies it calls.
+//!
+//! The generated `ActiveModelBehavior` runs the user's [`ModelHooks`] first, then these:
+//! - `before_save` (updates) loads the row's published state as it was;
+//! - `after_save` publishes `created`, or `updated` with the fields that changed (nothing
+//!   if none did);
+//! - `before_delete` loads the row (nothing to publish if it is absent), `after_delete`
+//!   publishes `deleted` with its last state.
+//!
+//! Changes go through [`crate::publish::emit`]: after commit inside
+//! [`crate::transaction`], at once on a plain connection. Bulk statements
+//! (`insert_many`, `update_many`, `delete_many`, `Entity::delete_by_id`, raw SQL) run no
+//! hooks: publish those with [`publish_created`], [`publish_updated`], [`publish_deleted`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    DbErr, EntityTrait, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter,
+};
+use serde_json::{Map, Value};
+
+use crate::broker::Message;
+use crate::publish;
+
+/// The ActiveModel type of a model.
+pub type ActiveOf<M> = <<M as ModelTrait>::Entity as EntityTrait>::ActiveModel;
+
+/// A model that publishes its changes on a route. Implemented by `#[derive(DragonModel)]`.
+pub trait Publish: ModelTrait + Clone + Send + Sync + 'static {
+    /// The route its changes are published on (and a model router serves it on).
+    const ROUTE: &'static str;
+    /// The published fields, in order; the primary key is published as `id`.
+    const FIELDS: &'static [&'static str];
+    /// The object clients see: exactly the published fields.
+    fn to_published(&self) -> Map<String, Value>;
+}
+
+/// Your own save and delete logic beside Dragon's. Every method defaults to doing nothing;
+/// implement the trait yourself and mark the model `#[dragon(hooks)]` to use it.
+#[async_trait::async_trait]
+pub trait ModelHooks: Publish {
+    async fn before_save<C: ConnectionTrait>(
+        am: ActiveOf<Self>,
+        _db: &C,
+        _insert: bool,
+    ) -> Result<ActiveOf<Self>, DbErr>
+    where
+        ActiveOf<Self>: Send,
+    {
+        Ok(am)
+    }
+    async fn after_save<C: ConnectionTrait>(
+        model: Self,
+        _db: &C,
+        _insert: bool,
+    ) -> Result<Self, DbErr> {
+        Ok(model)
+    }
+    async fn before_delete<C: ConnectionTrait>(
+        am: ActiveOf<Self>,
+        _db: &C,
+    ) -> Result<ActiveOf<Self>, DbErr>
+    where
+        ActiveOf<Self>: Send,
+    {
+        Ok(am)
+    }
+    async fn after_delete<C: ConnectionTrait>(
+        am: ActiveOf<Self>,
+        _db: &C,
+    ) -> Result<ActiveOf<Self>, DbErr>
+    where
+        ActiveOf<Self>: Send,
+    {
+        Ok(am)
+    }
+}
+
+/// Published states loaded before a write, waiting for the hook after it.
+/// Keyed by route, primary key and task, so concurrent writers never see each other's.
+static BEFORE: Mutex<
+    Option<HashMap<(&'static str, String, String), (Instant, Map<String, Value>)>>,
+> = Mutex::new(None);
+
+const STALE: Duration = Duration::from_secs(60);
+
+fn stash_key<M: Publish>(pk: &str) -> (&'static str, String, String) {
+    let task = tokio::task::try_id()
+        .map(|id| format!("task {id}"))
+        .unwrap_or_else(|| format!("{:?}", std::thread::current().id()));
+    (M::ROUTE, pk.to_owned(), task)
+}
+
+fn stash_put<M: Publish>(pk: &str, state: Map<String, Value>) {
+    let mut guard = BEFORE.lock().expect("stash lock");
+    let map = guard.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    // Entries whose write failed are never taken; drop them once they are old.
+    if map.len() > 1024 {
+        map.retain(|_, (t, _)| now.duration_since(*t) < STALE);
+    }
+    map.insert(stash_key::<M>(pk), (now, state));
+}
+
+fn stash_take<M: Publish>(pk: &str) -> Option<Map<String, Value>> {
+    let mut guard = BEFORE.lock().expect("stash lock");
+    guard
+        .as_mut()?
+        .remove(&stash_key::<M>(pk))
+        .map(|(_, state)| state)
+}
+
+/// The primary key as stash key; formatted like [`ModelTrait::get_primary_key_value`]'s.
+fn pk_string<A: ActiveModelTrait>(am: &A) -> Option<String> {
+    am.get_primary_key_value().map(|v| format!("{v:?}"))
+}
+
+/// A change inside a transaction that Dragon did not open cannot be published safely.
+fn check_transaction<C>() -> Result<(), DbErr> {
+    let foreign = std::any::type_name::<C>() == std::any::type_name::<DatabaseTransaction>();
+    if foreign && !publish::in_transaction() {
+        return Err(publish::foreign_transaction_error());
+    }
+    Ok(())
+}
+
+/// Loads the stored row an ActiveModel's primary key names.
+async fn load<M, C>(am: &ActiveOf<M>, db: &C) -> Result<Option<M>, DbErr>
+where
+    M: Publish,
+    C: ConnectionTrait,
+    M::Entity: EntityTrait<Model = M>,
+{
+    let mut query = M::Entity::find();
+    for pk in <M::Entity as EntityTrait>::PrimaryKey::iter() {
+        let col = pk.into_column();
+        match am.get(col).into_value() {
+            Some(v) => query = query.filter(col.eq(v)),
+            None => return Ok(None),
+        }
+    }
+    query.one(db).await
+}
+
+fn touches_published<M: Publish>(am: &ActiveOf<M>) -> bool {
+    <M::Entity as EntityTrait>::Column::iter()
+        .any(|col| am.get(col).is_set() && M::FIELDS.contains(&col.json_key()))
+}
+
+#[doc(hidden)]
+pub async fn before_save<M, C>(am: ActiveOf<M>, db: &C, insert: bool) -> Result<ActiveOf<M>, DbErr>
+where
+    M: ModelHooks,
+    M::Entity: EntityTrait<Model = M>,
+    ActiveOf<M>: ActiveModelBehavior + Send,
+    C: ConnectionTrait,
+{
+    let am = M::before_save(am, db, insert).await?;
+    check_transaction::<C>()?;
+    if !insert && touches_published::<M>(&am) {
+        if let (Some(pk), Some(old)) = (pk_string(&am), load::<M, C>(&am, db).await?) {
+            stash_put::<M>(&pk, old.to_published());
+        }
+    }
+    Ok(am)
+}
+
+#[doc(hidden)]
+pub async fn after_save<M, C>(model: M, db: &C, insert: bool) -> Result<M, DbErr>
+where
+    M: ModelHooks,
+    M::Entity: EntityTrait<Model = M>,
+    ActiveOf<M>: ActiveModelBehavior + Send,
+    C: ConnectionTrait,
+{
+    let model = M::after_save(model, db, insert).await?;
+    let new = model.to_published();
+    if insert {
+        publish::emit(M::ROUTE, Message::created(new)).await;
+    } else {
+        let pk = format!("{:?}", model.get_primary_key_value());
+        if let Some(old) = stash_take::<M>(&pk) {
+            if old != new {
+                publish::emit(M::ROUTE, Message::updated(old, new)).await;
+            }
+        }
+    }
+    Ok(model)
+}
+
+#[doc(hidden)]
+pub async fn before_delete<M, C>(am: ActiveOf<M>, db: &C) -> Result<ActiveOf<M>, DbErr>
+where
+    M: ModelHooks,
+    M::Entity: EntityTrait<Model = M>,
+    ActiveOf<M>: ActiveModelBehavior + Send,
+    C: ConnectionTrait,
+{
+    let am = M::before_delete(am, db).await?;
+    check_transaction::<C>()?;
+    if let (Some(pk), Some(row)) = (pk_string(&am), load::<M, C>(&am, db).await?) {
+        stash_put::<M>(&pk, row.to_published());
+    }
+    Ok(am)
+}
+
+#[doc(hidden)]
+pub async fn after_delete<M, C>(am: ActiveOf<M>, db: &C) -> Result<ActiveOf<M>, DbErr>
+where
+    M: ModelHooks,
+    M::Entity: EntityTrait<Model = M>,
+    ActiveOf<M>: ActiveModelBehavior + Send,
+    C: ConnectionTrait,
+{
+    let am = M::after_delete(am, db).await?;
+    if let Some(old) = pk_string(&am).and_then(|pk| stash_take::<M>(&pk)) {
+        publish::emit(M::ROUTE, Message::deleted(old)).await;
+    }
+    Ok(am)
+}
+
+/// Publishes `created` for a row written without hooks (e.g. `insert_many`).
+pub async fn publish_created<M: Publish>(model: &M) {
+    publish::emit(M::ROUTE, Message::created(model.to_published())).await;
+}
+
+/// Publishes `updated` for a row written without hooks; nothing if no published field changed.
+pub async fn publish_updated<M: Publish>(before: &M, after: &M) {
+    let (old, new) = (before.to_published(), after.to_published());
+    if old != new {
+        publish::emit(M::ROUTE, Message::updated(old, new)).await;
+    }
+}
+
+/// Publishes `deleted` for a row removed without hooks (e.g. `delete_many`).
+pub async fn publish_deleted<M: Publish>(model: &M) {
+    publish::emit(M::ROUTE, Message::deleted(model.to_published())).await;
+}

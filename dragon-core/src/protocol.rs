@@ -1,0 +1,208 @@
+//! Wire types of protocol version 1, shared by the server and the Rust client.
+//!
+//! The contract lives in `docs/protocol.md`; these types are its single Rust spelling.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The protocol version this crate speaks, announced in the `hello` event.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request id: the client chooses an integer or a string, the reply echoes it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    Int(i64),
+    Str(String),
+}
+
+impl From<i64> for RequestId {
+    fn from(v: i64) -> Self {
+        RequestId::Int(v)
+    }
+}
+
+/// A request frame. Unknown top-level keys are ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub id: RequestId,
+    pub route: String,
+    pub verb: String,
+    #[serde(default = "empty_object")]
+    pub args: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+/// Stable error codes of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownRoute,
+    UnknownVerb,
+    NotFound,
+    Validation,
+    Unauthenticated,
+    Forbidden,
+    Conflict,
+    RateLimited,
+    Internal,
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownRoute => "unknown_route",
+            ErrorCode::UnknownVerb => "unknown_verb",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Validation => "validation",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The `error` object of a failed reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+/// A reply frame: exactly one per request, carrying the request's id (`null` if unreadable).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub id: Option<RequestId>,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl Reply {
+    pub fn success(id: Option<RequestId>, out: Output) -> Self {
+        Reply {
+            id,
+            ok: true,
+            data: Some(out.data),
+            meta: out.meta,
+            error: None,
+        }
+    }
+
+    pub fn failure(id: Option<RequestId>, error: ErrorBody) -> Self {
+        Reply {
+            id,
+            ok: false,
+            data: None,
+            meta: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// What a verb returns on success: `data`, and `meta` where the verb defines one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub data: Value,
+    pub meta: Option<Value>,
+}
+
+impl Output {
+    pub fn data(data: Value) -> Self {
+        Output { data, meta: None }
+    }
+    pub fn with_meta(data: Value, meta: Value) -> Self {
+        Output {
+            data,
+            meta: Some(meta),
+        }
+    }
+}
+
+impl From<Value> for Output {
+    fn from(data: Value) -> Self {
+        Output::data(data)
+    }
+}
+
+/// An event frame: anything the server sends that answers no request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
+    /// Presence events carry their key and member lists at the top level.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Any frame a server sends, as a client reads it.
+#[derive(Debug, Clone)]
+pub enum ServerFrame {
+    Reply(Reply),
+    Event(Event),
+}
+
+impl ServerFrame {
+    /// Parses one text frame; replies have `id`, events have `event`.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        let value: Value = serde_json::from_str(text)?;
+        if value.get("event").is_some() {
+            Ok(ServerFrame::Event(serde_json::from_value(value)?))
+        } else {
+            Ok(ServerFrame::Reply(serde_json::from_value(value)?))
+        }
+    }
+}
+
+/// Close codes of section 1.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const AUTH_REQUIRED: u16 = 4001;
+    pub const SLOW_CONSUMER: u16 = 4008;
+}
+
+/// The kind of a model change, as named on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+}

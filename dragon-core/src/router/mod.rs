@@ -1,0 +1,187 @@
+//! Routers: named handlers of verbs. [`ModelRouter`] serves a model's CRUD and live
+//! subscriptions; implement [`Router`] for custom verbs (chat, likes, anything).
+
+mod model;
+mod validate;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::{Value, json};
+
+use crate::broker::{Message, Position};
+use crate::error::Error;
+use crate::filter::Filter;
+use crate::hub::{Hub, Outbox, Start, SubKey};
+use crate::protocol::{Output, Reply, RequestId};
+
+pub use model::ModelRouter;
+pub use validate::Validator;
+
+/// A named set of verbs, served at `route`.
+#[async_trait::async_trait]
+pub trait Router: Send + Sync + 'static {
+    /// The route name clients address (`todo-item`).
+    fn name(&self) -> &str;
+    /// Handles one verb. Unknown verbs answer [`Error::UnknownVerb`].
+    async fn call(&self, ctx: &Ctx, verb: &str, args: Value) -> Result<Output, Error>;
+}
+
+/// One connection's state shared by its request tasks.
+pub struct Conn {
+    pub(crate) id: String,
+    pub(crate) user: RwLock<Option<Value>>,
+    pub(crate) outbox: Arc<Outbox>,
+    subs: Mutex<HashMap<Arc<str>, (Arc<str>, SubKey)>>,
+    next_sub: AtomicU64,
+    max_subs: usize,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        id: String,
+        user: Option<Value>,
+        outbox: Arc<Outbox>,
+        max_subs: usize,
+    ) -> Self {
+        Conn {
+            id,
+            user: RwLock::new(user),
+            outbox,
+            subs: Mutex::new(HashMap::new()),
+            next_sub: AtomicU64::new(1),
+            max_subs,
+        }
+    }
+
+    /// Drops every subscription of a closing connection.
+    pub(crate) fn close(&self, hub: &Hub) {
+        let subs = std::mem::take(&mut *self.subs.lock().expect("subs lock"));
+        for (_, (route, key)) in subs {
+            hub.unsubscribe(&route, key);
+        }
+    }
+}
+
+/// What a verb handler knows of its caller, and what it can do on the connection.
+pub struct Ctx {
+    pub(crate) conn: Arc<Conn>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) request_id: Option<RequestId>,
+    pub(crate) replied: AtomicBool,
+}
+
+impl Ctx {
+    pub(crate) fn new(conn: Arc<Conn>, hub: Arc<Hub>, request_id: Option<RequestId>) -> Self {
+        Ctx {
+            conn,
+            hub,
+            request_id,
+            replied: AtomicBool::new(false),
+        }
+    }
+
+    /// The connection's id (as in its `hello`).
+    pub fn conn_id(&self) -> &str {
+        &self.conn.id
+    }
+
+    /// The authenticated user object, if any.
+    pub fn user(&self) -> Option<Value> {
+        self.conn.user.read().expect("user lock").clone()
+    }
+
+    /// The user, or [`Error::Unauthenticated`].
+    pub fn require_user(&self) -> Result<Value, Error> {
+        self.user().ok_or(Error::Unauthenticated)
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Publishes a custom event on `route` to every matching subscriber on every node.
+    pub async fn publish(&self, route: &str, event: &str, data: Value) -> Result<(), Error> {
+        self.hub
+            .broker()
+            .publish(route, Message::custom(event, data))
+            .await
+            .map_err(Error::from)
+    }
+
+    /// The position reads on `route` are current at.
+    pub async fn position(&self, route: &str) -> Result<Position, Error> {
+        self.hub.position(route).await
+    }
+
+    /// Subscribes this connection to `route` with `filter`, joining the stream at `start`.
+    /// The reply is sent from here (before any replayed event); `snapshot` items, if given,
+    /// go into it. Returns the reply's data.
+    pub async fn subscribe(
+        &self,
+        route: &str,
+        filter: Filter,
+        start: Start,
+        show_recovered: bool,
+        snapshot: Option<Vec<Value>>,
+    ) -> Result<Value, Error> {
+        let sub_id: Arc<str> = {
+            let subs = self.conn.subs.lock().expect("subs lock");
+            if subs.len() >= self.conn.max_subs {
+                return Err(Error::RateLimited(format!(
+                    "at most {} subscriptions per connection",
+                    self.conn.max_subs
+                )));
+            }
+            Arc::from(format!(
+                "s{}",
+                self.conn.next_sub.fetch_add(1, Ordering::Relaxed)
+            ))
+        };
+        let mut data = Value::Null;
+        let request_id = self.request_id.clone();
+        let joined = self
+            .hub
+            .subscribe(
+                &self.conn.outbox,
+                route,
+                sub_id.clone(),
+                filter,
+                start,
+                |j| {
+                    let mut body = json!({"sub": &*sub_id, "position": j.position.to_string()});
+                    if show_recovered {
+                        body["recovered"] = Value::Bool(j.recovered);
+                    }
+                    if let Some(items) = snapshot {
+                        body["items"] = Value::Array(items);
+                    }
+                    data = body.clone();
+                    let reply = Reply::success(request_id, Output::data(body));
+                    Utf8Bytes::from(serde_json::to_string(&reply).expect("reply serializes"))
+                },
+            )
+            .await?;
+        self.replied.store(true, Ordering::Release);
+        self.conn
+            .subs
+            .lock()
+            .expect("subs lock")
+            .insert(sub_id.clone(), (Arc::from(route), joined.key));
+        Ok(data)
+    }
+
+    /// Ends one of this connection's subscriptions.
+    pub fn unsubscribe(&self, sub: &str) -> Result<Output, Error> {
+        let removed = self.conn.subs.lock().expect("subs lock").remove(sub);
+        match removed {
+            Some((route, key)) => {
+                self.hub.unsubscribe(&route, key);
+                Ok(Output::data(json!({ "sub": sub })))
+            }
+            None => Err(Error::NotFound),
+        }
+    }
+}

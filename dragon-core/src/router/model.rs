@@ -1,0 +1,624 @@
+//! The model router: one sea-orm model's CRUD, queries and live subscriptions on a route.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sea_orm::sea_query::{NullOrdering, Order};
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ColumnType, Condition, DatabaseConnection,
+    EntityTrait, FromQueryResult, IdenStatic, IntoActiveModel, Iterable, PaginatorTrait,
+    QueryFilter, QuerySelect, Select, TransactionError, TryIntoModel,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::validate::Validator;
+use super::{Ctx, Router};
+use crate::error::{Error, FieldErrors, arg};
+use crate::filter::{Filter, Op, Operand};
+use crate::hub::Start;
+use crate::model::{ActiveOf, ModelHooks};
+use crate::protocol::Output;
+use crate::publish;
+use crate::schema::{Field, FieldType, Schema};
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+type ServerSet = Arc<dyn Fn(&Ctx) -> Value + Send + Sync>;
+type Exists =
+    Arc<dyn Fn(DatabaseConnection, Value) -> BoxFuture<'static, Result<bool, Error>> + Send + Sync>;
+type Scope = Arc<dyn Fn(&Ctx) -> Result<Value, Error> + Send + Sync>;
+type Authorize = Arc<dyn Fn(&Ctx, &str) -> Result<(), Error> + Send + Sync>;
+
+const DEFAULT_PER_PAGE: u64 = 50;
+const MAX_PER_PAGE: u64 = 500;
+
+/// Serves model `M` (a `#[derive(DragonModel)]` sea-orm model) on its route.
+///
+/// Nothing is filterable, orderable or writable until declared: the published fields are
+/// readable, the primary key is `id`.
+pub struct ModelRouter<M> {
+    db: DatabaseConnection,
+    schema: Schema,
+    /// The same fields, all filterable: scopes may use any published field.
+    scope_schema: Schema,
+    writable: HashSet<String>,
+    defaults: HashSet<String>,
+    server_set: Vec<(String, ServerSet)>,
+    validators: Vec<(String, Validator)>,
+    references: Vec<(String, Exists)>,
+    scope: Option<Scope>,
+    authorize: Option<Authorize>,
+    _model: PhantomData<fn() -> M>,
+}
+
+fn field_type(ty: &ColumnType) -> FieldType {
+    match ty {
+        ColumnType::TinyInteger
+        | ColumnType::SmallInteger
+        | ColumnType::Integer
+        | ColumnType::BigInteger
+        | ColumnType::TinyUnsigned
+        | ColumnType::SmallUnsigned
+        | ColumnType::Unsigned
+        | ColumnType::BigUnsigned => FieldType::Integer,
+        ColumnType::Float | ColumnType::Double => FieldType::Float,
+        ColumnType::Char(_) | ColumnType::String(_) | ColumnType::Text => FieldType::Text,
+        ColumnType::Boolean => FieldType::Bool,
+        ColumnType::TimestampWithTimeZone => FieldType::Timestamp,
+        _ => FieldType::Json,
+    }
+}
+
+impl<M> ModelRouter<M>
+where
+    M: ModelHooks + Serialize + DeserializeOwned + FromQueryResult,
+    M::Entity: EntityTrait<Model = M>,
+    ActiveOf<M>:
+        ActiveModelBehavior + ActiveModelTrait<Entity = M::Entity> + TryIntoModel<M> + Send + Sync,
+    M: IntoActiveModel<ActiveOf<M>>,
+{
+    /// A router for `M` over `db`. Panics if a published field is not a column of the same
+    /// name, or if there is no `id`: a programming error found at startup.
+    pub fn new(db: DatabaseConnection) -> Self {
+        let mut fields = Vec::new();
+        let mut defaults = HashSet::new();
+        for name in M::FIELDS {
+            let col = <M::Entity as EntityTrait>::Column::iter()
+                .find(|c| c.as_str() == *name)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "dragon: published field {name:?} of route {:?} is not a column",
+                        M::ROUTE
+                    )
+                });
+            let def = col.def();
+            if def.get_column_default().is_some() {
+                defaults.insert(name.to_string());
+            }
+            fields.push(Field {
+                name: name.to_string(),
+                ty: field_type(def.get_column_type()),
+                nullable: def.is_null(),
+                filterable: false,
+                orderable: false,
+            });
+        }
+        assert!(
+            fields.iter().any(|f| f.name == "id"),
+            "dragon: route {:?} publishes no `id` field",
+            M::ROUTE
+        );
+        let schema = Schema::new(fields);
+        let mut scope_schema = schema.clone();
+        for f in schema.fields() {
+            if let Some(s) = scope_schema.get_mut(&f.name) {
+                s.filterable = f.ty != FieldType::Json;
+            }
+        }
+        ModelRouter {
+            db,
+            schema,
+            scope_schema,
+            writable: HashSet::new(),
+            defaults,
+            server_set: Vec::new(),
+            validators: Vec::new(),
+            references: Vec::new(),
+            scope: None,
+            authorize: None,
+            _model: PhantomData,
+        }
+    }
+
+    fn declared<'a>(
+        &mut self,
+        names: impl IntoIterator<Item = &'a str>,
+        what: &str,
+    ) -> Vec<String> {
+        names
+            .into_iter()
+            .map(|n| {
+                assert!(
+                    self.schema.get(n).is_some(),
+                    "dragon: {what} field {n:?} is not published on {:?}",
+                    M::ROUTE
+                );
+                n.to_owned()
+            })
+            .collect()
+    }
+
+    /// Fields clients may filter on.
+    pub fn filterable<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
+        for n in self.declared(names, "filterable") {
+            let f = self.schema.get_mut(&n).expect("declared");
+            assert!(f.ty != FieldType::Json, "dragon: {n:?} cannot be filtered");
+            f.filterable = true;
+        }
+        self
+    }
+
+    /// Fields clients may order by.
+    pub fn orderable<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
+        for n in self.declared(names, "orderable") {
+            let f = self.schema.get_mut(&n).expect("declared");
+            assert!(f.ty != FieldType::Json, "dragon: {n:?} cannot be ordered");
+            f.orderable = true;
+        }
+        self
+    }
+
+    /// Fields clients may set on create and update. `id` never is.
+    pub fn writable<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
+        for n in self.declared(names, "writable") {
+            assert!(n != "id", "dragon: id is never writable");
+            self.writable.insert(n);
+        }
+        self
+    }
+
+    /// A field the server sets on create (clients may not).
+    pub fn server_set(
+        mut self,
+        name: &str,
+        value: impl Fn(&Ctx) -> Value + Send + Sync + 'static,
+    ) -> Self {
+        self.declared([name], "server-set");
+        self.server_set.push((name.to_owned(), Arc::new(value)));
+        self
+    }
+
+    /// A check on a writable field's new value.
+    pub fn validate(mut self, name: &str, validator: Validator) -> Self {
+        self.declared([name], "validated");
+        self.validators.push((name.to_owned(), validator));
+        self
+    }
+
+    /// The field must hold the id of an existing row of `R`.
+    pub fn references<R: EntityTrait>(mut self, name: &str) -> Self
+    where
+        R::Model: FromQueryResult + Sync,
+    {
+        self.declared([name], "reference");
+        let exists: Exists = Arc::new(|db, value| {
+            Box::pin(async move {
+                let Some(pk) = <R::PrimaryKey as Iterable>::iter().next() else {
+                    return Ok(false);
+                };
+                let col = sea_orm::PrimaryKeyToColumn::into_column(pk);
+                let v = match value {
+                    Value::Number(n) => match n.as_i64() {
+                        Some(i) => sea_orm::Value::from(i),
+                        None => return Ok(false),
+                    },
+                    Value::String(s) => sea_orm::Value::from(s),
+                    _ => return Ok(false),
+                };
+                let n = R::find().filter(col.eq(v)).count(&db).await?;
+                Ok(n > 0)
+            })
+        });
+        self.references.push((name.to_owned(), exists));
+        self
+    }
+
+    /// A filter (JSON, section 4) forced onto every query and subscription, e.g.
+    /// `{"owner_id": <the user's id>}`. Objects outside it are invisible (`not_found`) and
+    /// cannot be created or moved there (`forbidden`).
+    pub fn scope(
+        mut self,
+        scope: impl Fn(&Ctx) -> Result<Value, Error> + Send + Sync + 'static,
+    ) -> Self {
+        self.scope = Some(Arc::new(scope));
+        self
+    }
+
+    /// Decides whether the caller may use a verb at all (e.g. writes only for staff).
+    pub fn authorize(
+        mut self,
+        f: impl Fn(&Ctx, &str) -> Result<(), Error> + Send + Sync + 'static,
+    ) -> Self {
+        self.authorize = Some(Arc::new(f));
+        self
+    }
+
+    fn backend(&self) -> sea_orm::DbBackend {
+        self.db.get_database_backend()
+    }
+
+    fn scope_filter(&self, ctx: &Ctx) -> Result<Filter, Error> {
+        match &self.scope {
+            None => Ok(Filter::all()),
+            Some(scope) => {
+                let value = scope(ctx)?;
+                Filter::parse(Some(&value), &self.scope_schema).map_err(|e| {
+                    Error::Internal(format!("the scope of {:?} is invalid: {e}", M::ROUTE))
+                })
+            }
+        }
+    }
+
+    /// The client's filter with the router's scope forced on.
+    fn visible(&self, ctx: &Ctx, args: &Value) -> Result<Filter, Error> {
+        let filter = Filter::parse(args.get("filter"), &self.schema)?;
+        Ok(self.scope_filter(ctx)?.and(filter))
+    }
+
+    fn id_filter(&self, ctx: &Ctx, args: &Value) -> Result<Filter, Error> {
+        let raw = arg(args, "id")?;
+        let id = self.schema.get("id").expect("id is published");
+        let value = id
+            .ty
+            .scalar(raw)
+            .ok_or_else(|| Error::bad_request(format!("id must be a {}", id.ty.name())))?;
+        let by_id = Filter::Cmp {
+            field: "id".into(),
+            ty: id.ty,
+            nullable: false,
+            op: Op::Eq,
+            operand: Operand::One(value),
+        };
+        Ok(self.scope_filter(ctx)?.and(by_id))
+    }
+
+    fn condition(&self, filter: &Filter) -> Condition {
+        filter.to_condition(self.backend())
+    }
+
+    async fn get_list(&self, ctx: &Ctx, args: Value) -> Result<Output, Error> {
+        let filter = self.visible(ctx, &args)?;
+        let order = self.order_by(&args)?;
+        let page = page_arg(&args, "page", 1, u64::MAX)?;
+        let per_page = page_arg(&args, "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE)?;
+        let position = ctx.position(M::ROUTE).await?;
+        let select = M::Entity::find().filter(self.condition(&filter));
+        let total = select.clone().count(&self.db).await?;
+        let select = self.ordered(select, &order);
+        let offset = (page - 1).saturating_mul(per_page);
+        let rows = select.offset(offset).limit(per_page).all(&self.db).await?;
+        let items: Vec<Value> = rows
+            .iter()
+            .map(|m| Value::Object(m.to_published()))
+            .collect();
+        let pages = total.div_ceil(per_page);
+        Ok(Output::with_meta(
+            Value::Array(items),
+            json!({"page": page, "per_page": per_page, "total": total, "pages": pages,
+                   "position": position.to_string()}),
+        ))
+    }
+
+    /// Sorts by code point on every backend, nulls lowest.
+    fn ordered(
+        &self,
+        mut select: Select<M::Entity>,
+        order: &[(String, bool)],
+    ) -> Select<M::Entity> {
+        for (field, desc) in order {
+            let ty = self.schema.get(field).map_or(FieldType::Integer, |f| f.ty);
+            let expr = crate::filter::ordered_col(self.backend(), field, ty);
+            let (o, nulls) = if *desc {
+                (Order::Desc, NullOrdering::Last)
+            } else {
+                (Order::Asc, NullOrdering::First)
+            };
+            QuerySelect::query(&mut select).order_by_expr_with_nulls(expr, o, nulls);
+        }
+        select
+    }
+
+    fn order_by(&self, args: &Value) -> Result<Vec<(String, bool)>, Error> {
+        let mut order = Vec::new();
+        match args.get("order_by") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for item in items {
+                    let name = item
+                        .as_str()
+                        .ok_or_else(|| Error::bad_request("order_by takes field names"))?;
+                    let (field, desc) = match name.strip_prefix('-') {
+                        Some(f) => (f, true),
+                        None => (name, false),
+                    };
+                    if !self.schema.get(field).is_some_and(|f| f.orderable) {
+                        return Err(Error::bad_request(format!(
+                            "field {field:?} is unknown or not orderable"
+                        )));
+                    }
+                    order.push((field.to_owned(), desc));
+                }
+            }
+            Some(_) => return Err(Error::bad_request("order_by must be an array")),
+        }
+        // Ties break by id, so pages never overlap or skip.
+        if !order.iter().any(|(f, _)| f == "id") {
+            order.push(("id".to_owned(), false));
+        }
+        Ok(order)
+    }
+
+    async fn find_one(&self, filter: &Filter) -> Result<M, Error> {
+        M::Entity::find()
+            .filter(self.condition(filter))
+            .one(&self.db)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// Checks `data` against the declared fields; `create` also demands the required ones.
+    async fn check_data(&self, data: &Map<String, Value>, create: bool) -> Result<(), Error> {
+        let mut errors = FieldErrors::new();
+        let mut add = |f: &str, m: String| errors.entry(f.to_owned()).or_default().push(m);
+        for (key, value) in data {
+            let Some(field) = self.schema.get(key) else {
+                add(key, "unknown field".into());
+                continue;
+            };
+            if !self.writable.contains(key) {
+                add(key, "read-only field".into());
+                continue;
+            }
+            if value.is_null() {
+                if !field.nullable {
+                    add(key, "may not be null".into());
+                }
+                continue;
+            }
+            if !field.ty.accepts(value) {
+                add(key, format!("must be a value of type {}", field.ty.name()));
+                continue;
+            }
+            for (name, v) in &self.validators {
+                if name == key {
+                    if let Err(msg) = v.check(value) {
+                        add(key, msg);
+                    }
+                }
+            }
+            for (name, exists) in &self.references {
+                if name == key && !exists(self.db.clone(), value.clone()).await? {
+                    add(key, "does not exist".into());
+                }
+            }
+        }
+        if create {
+            for f in self.schema.fields() {
+                let required = self.writable.contains(&f.name)
+                    && !f.nullable
+                    && !self.defaults.contains(&f.name)
+                    && !data.contains_key(&f.name);
+                if required {
+                    add(&f.name, "this field is required".into());
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Validation(errors))
+        }
+    }
+
+    fn data_arg(args: &Value) -> Result<&Map<String, Value>, Error> {
+        arg(args, "data")?
+            .as_object()
+            .ok_or_else(|| Error::bad_request("data must be an object"))
+    }
+
+    async fn create(&self, ctx: &Ctx, args: Value) -> Result<Output, Error> {
+        let data = Self::data_arg(&args)?;
+        self.check_data(data, true).await?;
+        let mut object = data.clone();
+        for (name, value) in &self.server_set {
+            object.insert(name.clone(), value(ctx));
+        }
+        let am = ActiveOf::<M>::from_json(Value::Object(object))
+            .map_err(|e| Error::bad_request(format!("data does not fit the model: {e}")))?;
+        let scope = self.scope_filter(ctx)?;
+        let model = run(&self.db, move |txn| {
+            Box::pin(async move {
+                let model = am.insert(txn).await?;
+                if !scope.matches(&model.to_published()) {
+                    return Err(Error::Forbidden("outside your scope".into()));
+                }
+                Ok(model)
+            })
+        })
+        .await?;
+        Ok(Output::data(Value::Object(model.to_published())))
+    }
+
+    async fn update(&self, ctx: &Ctx, args: Value) -> Result<Output, Error> {
+        let by_id = self.id_filter(ctx, &args)?;
+        let data = Self::data_arg(&args)?.clone();
+        self.check_data(&data, false).await?;
+        let scope = self.scope_filter(ctx)?;
+        let cond = self.condition(&by_id);
+        let model = run(&self.db, move |txn| {
+            Box::pin(async move {
+                let old = M::Entity::find()
+                    .filter(cond)
+                    .one(txn)
+                    .await?
+                    .ok_or(Error::NotFound)?;
+                let mut merged = serde_json::to_value(&old)?;
+                let obj = merged
+                    .as_object_mut()
+                    .ok_or_else(|| Error::Internal("model is no object".into()))?;
+                for (k, v) in &data {
+                    obj.insert(k.clone(), v.clone());
+                }
+                let new: M = serde_json::from_value(merged)
+                    .map_err(|e| Error::bad_request(format!("data does not fit the model: {e}")))?;
+                let mut am: ActiveOf<M> = old.into_active_model();
+                for col in <M::Entity as EntityTrait>::Column::iter() {
+                    if data.contains_key(col.as_str()) {
+                        am.set(col, new.get(col));
+                    }
+                }
+                let model = if am.is_changed() {
+                    am.update(txn).await?
+                } else {
+                    new
+                };
+                if !scope.matches(&model.to_published()) {
+                    return Err(Error::Forbidden("outside your scope".into()));
+                }
+                Ok(model)
+            })
+        })
+        .await?;
+        Ok(Output::data(Value::Object(model.to_published())))
+    }
+
+    async fn delete(&self, ctx: &Ctx, args: Value) -> Result<Output, Error> {
+        let by_id = self.id_filter(ctx, &args)?;
+        let id = arg(&args, "id")?.clone();
+        let cond = self.condition(&by_id);
+        run(&self.db, move |txn| {
+            Box::pin(async move {
+                let row = M::Entity::find()
+                    .filter(cond)
+                    .one(txn)
+                    .await?
+                    .ok_or(Error::NotFound)?;
+                row.delete(txn).await?;
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(Output::data(json!({ "id": id })))
+    }
+
+    async fn subscribe(&self, ctx: &Ctx, args: Value) -> Result<Output, Error> {
+        let filter = self.visible(ctx, &args)?;
+        let since = match args.get("since") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.parse().ok()),
+            Some(_) => return Err(Error::bad_request("since must be a position string")),
+        };
+        let snapshot = match args.get("snapshot") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(Error::bad_request("snapshot must be true or false")),
+        };
+        let show_recovered = since.is_some();
+        if snapshot {
+            let position = ctx.position(M::ROUTE).await?;
+            let by_id = [("id".to_owned(), false)];
+            let rows = self
+                .ordered(M::Entity::find().filter(self.condition(&filter)), &by_id)
+                .all(&self.db)
+                .await?;
+            let items = rows
+                .iter()
+                .map(|m| Value::Object(m.to_published()))
+                .collect();
+            let start = Start::After(position);
+            let data = ctx
+                .subscribe(M::ROUTE, filter, start, show_recovered, Some(items))
+                .await?;
+            return Ok(Output::data(data));
+        }
+        let start = match since {
+            None => Start::Now,
+            Some(Some(p)) => Start::After(p),
+            Some(None) => Start::Unknown,
+        };
+        Ok(Output::data(
+            ctx.subscribe(M::ROUTE, filter, start, show_recovered, None)
+                .await?,
+        ))
+    }
+}
+
+fn page_arg(args: &Value, name: &str, default: u64, max: u64) -> Result<u64, Error> {
+    match args.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 && n <= max => Ok(n),
+            _ => Err(Error::bad_request(format!(
+                "{name} must be an integer from 1 to {max}"
+            ))),
+        },
+    }
+}
+
+/// Runs a write in a Dragon transaction (changes publish after commit), mapping errors.
+async fn run<T, F>(db: &DatabaseConnection, f: F) -> Result<T, Error>
+where
+    T: Send,
+    F: for<'c> FnOnce(&'c sea_orm::DatabaseTransaction) -> publish::TxnFuture<'c, T, Error> + Send,
+{
+    match publish::transaction(db, f).await {
+        Ok(v) => Ok(v),
+        Err(TransactionError::Connection(e)) => Err(e.into()),
+        Err(TransactionError::Transaction(e)) => Err(e),
+    }
+}
+
+#[async_trait::async_trait]
+impl<M> Router for ModelRouter<M>
+where
+    M: ModelHooks + Serialize + DeserializeOwned + FromQueryResult,
+    M::Entity: EntityTrait<Model = M>,
+    ActiveOf<M>:
+        ActiveModelBehavior + ActiveModelTrait<Entity = M::Entity> + TryIntoModel<M> + Send + Sync,
+    M: IntoActiveModel<ActiveOf<M>>,
+{
+    fn name(&self) -> &str {
+        M::ROUTE
+    }
+
+    async fn call(&self, ctx: &Ctx, verb: &str, args: Value) -> Result<Output, Error> {
+        if let Some(authorize) = &self.authorize {
+            authorize(ctx, verb)?;
+        }
+        match verb {
+            "get_list" => self.get_list(ctx, args).await,
+            "get_single" => {
+                let row = self.find_one(&self.id_filter(ctx, &args)?).await?;
+                Ok(Output::data(Value::Object(row.to_published())))
+            }
+            "create" => self.create(ctx, args).await,
+            "update" => self.update(ctx, args).await,
+            "delete" => self.delete(ctx, args).await,
+            "subscribe" => self.subscribe(ctx, args).await,
+            "unsubscribe" => {
+                let sub = arg(&args, "sub")?
+                    .as_str()
+                    .ok_or_else(|| Error::bad_request("sub must be a string"))?;
+                ctx.unsubscribe(sub)
+            }
+            _ => Err(Error::UnknownVerb {
+                route: M::ROUTE.to_owned(),
+                verb: verb.to_owned(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Field validators a model router applies to `create` and `update` data.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// A check on one field's new value. Failing checks become `validation` details.
+#[derive(Clone)]
+pub enum Validator {
+    /// String length in characters, inclusive.
+    Length { min: usize, max: usize },
+    /// Number range, inclusive.
+    Range { min: f64, max: f64 },
+    /// Anything else: return the message to show.
+    Custom(Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>),
+}
+
+impl fmt::Debug for Validator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Validator::Length { min, max } => write!(f, "Length({min}..={max})"),
+            Validator::Range { min, max } => write!(f, "Range({min}..={max})"),
+            Validator::Custom(_) => write!(f, "Custom"),
+        }
+    }
+}
+
+impl Validator {
+    pub fn length(min: usize, max: usize) -> Self {
+        Validator::Length { min, max }
+    }
+
+    pub fn custom(f: impl Fn(&Value) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        Validator::Custom(Arc::new(f))
+    }
+
+    /// Checks a non-null value already known to be of the field's type.
+    pub fn check(&self, value: &Value) -> Result<(), String> {
+        match self {
+            Validator::Length { min, max } => {
+                let len = value.as_str().map_or(0, |s| s.chars().count());
+                if len < *min {
+                    Err(if *min == 1 {
+                        "may not be empty".to_owned()
+                    } else {
+                        format!("must be at least {min} characters")
+                    })
+                } else if len > *max {
+                    Err(format!("must be at most {max} characters"))
+                } else {
+                    Ok(())
+                }
+            }
+            Validator::Range { min, max } => match value.as_f64() {
+                Some(n) if n < *min || n > *max => Err(format!("must be between {min} and {max}")),
+                _ => Ok(()),
+            },
+            Validator::Custom(f) => f(value),
+        }
+    }
+}

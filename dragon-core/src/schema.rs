@@ -1,0 +1,163 @@
+//! What a route's objects look like: field names, types, and what clients may do with each.
+//!
+//! Filters, ordering and data validation all read this one description.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+
+/// The type of a published field, as the filter language and validation see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FieldType {
+    Integer,
+    Float,
+    Text,
+    Bool,
+    /// RFC 3339 strings on the wire, compared as instants.
+    Timestamp,
+    /// Any JSON; published but never filterable or orderable.
+    Json,
+}
+
+impl FieldType {
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::Integer => "integer",
+            FieldType::Float => "number",
+            FieldType::Text => "string",
+            FieldType::Bool => "boolean",
+            FieldType::Timestamp => "timestamp (RFC 3339 string)",
+            FieldType::Json => "JSON value",
+        }
+    }
+
+    /// Reads a JSON value of this type strictly: `"3"` is no integer, `1` no boolean.
+    /// `None` means the value does not fit (null included).
+    pub fn scalar(self, value: &Value) -> Option<Scalar> {
+        match (self, value) {
+            (FieldType::Integer, Value::Number(n)) => n.as_i64().map(Scalar::Int),
+            (FieldType::Float, Value::Number(n)) => n.as_f64().map(Scalar::Float),
+            (FieldType::Text, Value::String(s)) => Some(Scalar::Text(s.clone())),
+            (FieldType::Bool, Value::Bool(b)) => Some(Scalar::Bool(*b)),
+            (FieldType::Timestamp, Value::String(s)) => DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| Scalar::Time(t.with_timezone(&Utc))),
+            _ => None,
+        }
+    }
+
+    /// Whether `value` fits this type (null is checked separately against nullability).
+    pub fn accepts(self, value: &Value) -> bool {
+        self == FieldType::Json || self.scalar(value).is_some()
+    }
+
+    pub fn is_ordered(self) -> bool {
+        !matches!(self, FieldType::Bool | FieldType::Json)
+    }
+}
+
+/// A typed, non-null field value.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+pub enum Scalar {
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bool(bool),
+    Time(DateTime<Utc>),
+}
+
+/// A hashable form of a [`Scalar`], for equality indexes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ScalarKey {
+    Int(i64),
+    Float(u64),
+    Text(String),
+    Bool(bool),
+    Time(i64, u32),
+}
+
+impl Scalar {
+    pub fn key(&self) -> ScalarKey {
+        match self {
+            Scalar::Int(v) => ScalarKey::Int(*v),
+            // Normalise -0.0 to 0.0 so that equal numbers share a key.
+            Scalar::Float(v) => ScalarKey::Float(if *v == 0.0 { 0 } else { v.to_bits() }),
+            Scalar::Text(v) => ScalarKey::Text(v.clone()),
+            Scalar::Bool(v) => ScalarKey::Bool(*v),
+            Scalar::Time(t) => ScalarKey::Time(t.timestamp(), t.timestamp_subsec_nanos()),
+        }
+    }
+
+    /// The database value this scalar binds as.
+    pub fn to_db(&self) -> sea_orm::Value {
+        match self {
+            Scalar::Int(v) => (*v).into(),
+            Scalar::Float(v) => (*v).into(),
+            Scalar::Text(v) => v.clone().into(),
+            Scalar::Bool(v) => (*v).into(),
+            Scalar::Time(t) => (*t).into(),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            Scalar::Int(v) => Value::from(*v),
+            Scalar::Float(v) => Value::from(*v),
+            Scalar::Text(v) => Value::from(v.clone()),
+            Scalar::Bool(v) => Value::from(*v),
+            Scalar::Time(t) => Value::from(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        }
+    }
+}
+
+/// One published field of a route.
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub name: String,
+    pub ty: FieldType,
+    pub nullable: bool,
+    pub filterable: bool,
+    pub orderable: bool,
+}
+
+/// The published fields of a route, in publishing order.
+#[derive(Debug, Clone, Default)]
+pub struct Schema {
+    fields: Vec<Field>,
+}
+
+impl Schema {
+    pub fn new(fields: Vec<Field>) -> Self {
+        Schema { fields }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Field> {
+        self.fields.iter_mut().find(|f| f.name == name)
+    }
+
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
+    }
+
+    /// A schema for custom events: every field is any JSON type, all filterable.
+    /// Fields are added as they are named; see [`Schema::field`].
+    pub fn field(mut self, name: &str, ty: FieldType, nullable: bool) -> Self {
+        self.fields.push(Field {
+            name: name.to_owned(),
+            ty,
+            nullable,
+            filterable: ty != FieldType::Json,
+            orderable: ty.is_ordered(),
+        });
+        self
+    }
+}
+
+/// Unicode lower-casing used on both sides of `icontains`, in memory and in SQLite
+/// (PostgreSQL's `lower()` in a UTF-8 locale maps the same code points).
+pub fn fold_case(s: &str) -> String {
+    s.chars().flat_map(char::to_lowercase).collect()
+}

@@ -1,0 +1,274 @@
+//! One WebSocket connection: hello, the read loop, request tasks and the writer.
+//!
+//! Requests run concurrently (up to the in-flight limit); their replies and the hub's events
+//! share one ordered [`Outbox`]. Bad input is answered, never fatal, except a frame over the
+//! size limit (close 1009).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+
+use super::{Dragon, dragon_route};
+use crate::error::Error;
+use crate::hub::{Outbound, Outbox};
+use crate::protocol::{Output, PROTOCOL_VERSION, Reply, Request, RequestId, close};
+use crate::publish;
+use crate::router::{Conn, Ctx};
+
+fn reply_frame(reply: &Reply) -> Outbound {
+    Outbound::Text(Utf8Bytes::from(
+        serde_json::to_string(reply).expect("replies serialize"),
+    ))
+}
+
+fn failure(id: Option<RequestId>, err: &Error) -> Outbound {
+    reply_frame(&Reply::failure(id, err.to_body()))
+}
+
+pub(super) async fn run(
+    dragon: Dragon,
+    mut socket: WebSocket,
+    token: Option<String>,
+    origin_ok: bool,
+) {
+    let inner = &dragon.inner;
+    if !origin_ok {
+        let _ = close_with(&mut socket, close::POLICY, "origin not allowed").await;
+        return;
+    }
+    let user = match (&token, &inner.auth) {
+        (Some(token), Some(auth)) => match auth.authenticate(token).await {
+            Ok(user) => user,
+            Err(err) => {
+                tracing::warn!(error = %err, "authentication failed at connect");
+                None
+            }
+        },
+        _ => None,
+    };
+    if inner.require_auth && user.is_none() {
+        let _ = close_with(&mut socket, close::AUTH_REQUIRED, "authentication required").await;
+        return;
+    }
+
+    let n = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    let conn_id = format!("c{n}-{}", uuid::Uuid::new_v4().simple());
+    let (outbox, mut rx) = Outbox::new(n, inner.limits.max_queued);
+    let conn = Arc::new(Conn::new(
+        conn_id.clone(),
+        user.clone(),
+        outbox.clone(),
+        inner.limits.max_subscriptions,
+    ));
+    inner.live.fetch_add(1, Ordering::AcqRel);
+    tracing::debug!(conn = %conn_id, "connected");
+
+    let hello = json!({"event": "hello", "data": {"protocol": PROTOCOL_VERSION, "conn": conn_id, "user": user}});
+    outbox.send(Outbound::Text(Utf8Bytes::from(hello.to_string())));
+
+    let (mut sink, mut stream) = socket.split();
+    let mut shutdown = inner.shutdown.subscribe();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+
+    // The writer: the only task that writes to the socket.
+    let writer_outbox = outbox.clone();
+    let mut writer_shutdown = shutdown.clone();
+    let writer = tokio::spawn(async move {
+        let closing: Option<(u16, String)> = loop {
+            tokio::select! {
+                biased;
+                frame = rx.recv() => match frame {
+                    Some(Outbound::Text(t)) => {
+                        writer_outbox.sent_one();
+                        if sink.send(WsMessage::Text(t)).await.is_err() { break None; }
+                        for resync in writer_outbox.take_resyncs() {
+                            if sink.send(WsMessage::Text(resync)).await.is_err() { break; }
+                        }
+                    }
+                    Some(Outbound::Close(code, reason)) => break Some((code, reason)),
+                    None => break None,
+                },
+                _ = writer_outbox.kill.notified() => break Some((close::SLOW_CONSUMER, "slow consumer".into())),
+                _ = raised(&mut writer_shutdown) => break Some((close::GOING_AWAY, "server going away".into())),
+                _ = raised(&mut stop_rx) => break None,
+            }
+        };
+        if let Some((code, reason)) = closing {
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                sink.send(WsMessage::Close(Some(frame))),
+            )
+            .await;
+        }
+        let _ = sink.close().await;
+    });
+
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            _ = raised(&mut shutdown) => break,
+        };
+        let Some(msg) = msg else { break };
+        match msg {
+            Ok(WsMessage::Text(t)) => {
+                handle_text(&dragon, &conn, &in_flight, t.as_str());
+            }
+            Ok(WsMessage::Binary(_)) => {
+                let err = Error::bad_request("binary frames are not supported; send JSON text");
+                outbox.send(failure(None, &err));
+            }
+            Ok(WsMessage::Close(_)) => break,
+            Ok(_) => {}
+            Err(err) => {
+                let too_big = is_capacity_error(&err);
+                if too_big {
+                    tracing::debug!(conn = %conn_id, "frame over the size limit");
+                    outbox.send(Outbound::Close(close::TOO_BIG, "frame too large".into()));
+                } else {
+                    tracing::debug!(conn = %conn_id, error = %err, "socket error");
+                    let _ = stop_tx.send(true);
+                }
+                break;
+            }
+        }
+    }
+    conn.close(&inner.hub);
+    // Queued replies go out before the closing frame, unless the socket is gone.
+    if !*stop_tx.borrow() && !*inner.shutdown.borrow() {
+        outbox.send(Outbound::Close(close::NORMAL, String::new()));
+    }
+    let _ = writer.await;
+    tracing::debug!(conn = %conn_id, "disconnected");
+    if inner.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+        inner.all_closed.notify_waiters();
+    }
+}
+
+/// Resolves once a watch flag is raised (or its sender is gone).
+async fn raised(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = flag.wait_for(|s| *s).await.map(|_| ());
+}
+
+fn is_capacity_error(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = err.source();
+    while let Some(e) = source {
+        if let Some(t) = e.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+            return matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_));
+        }
+        source = e.source();
+    }
+    err.to_string().to_lowercase().contains("too long") || err.to_string().contains("Capacity")
+}
+
+async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) -> Result<(), axum::Error> {
+    socket
+        .send(WsMessage::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await
+}
+
+/// Parses one request, answering malformed ones at once; runs valid ones as tasks.
+fn handle_text(dragon: &Dragon, conn: &Arc<Conn>, in_flight: &Arc<AtomicUsize>, text: &str) {
+    let outbox = &conn.outbox;
+    let request = match parse_request(text) {
+        Ok(r) => r,
+        Err((id, err)) => {
+            outbox.send(failure(id, &err));
+            return;
+        }
+    };
+    let limit = dragon.inner.limits.max_in_flight;
+    if in_flight.fetch_add(1, Ordering::AcqRel) >= limit {
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+        let err = Error::RateLimited(format!("at most {limit} requests in flight"));
+        outbox.send(failure(Some(request.id), &err));
+        return;
+    }
+    let dragon = dragon.clone();
+    let conn = conn.clone();
+    let in_flight = in_flight.clone();
+    let broker = dragon.inner.broker.clone();
+    tokio::spawn(publish::with_broker(broker, async move {
+        let id = request.id.clone();
+        let ctx = Ctx::new(conn.clone(), dragon.inner.hub.clone(), Some(id.clone()));
+        let result = dispatch(&dragon, &ctx, request).await;
+        let already = ctx.replied.load(Ordering::Acquire);
+        match result {
+            Ok(out) if !already => conn
+                .outbox
+                .send(reply_frame(&Reply::success(Some(id), out))),
+            Ok(_) => {}
+            Err(err) => {
+                if matches!(err, Error::Internal(_)) {
+                    tracing::error!(conn = %conn.id, error = %err, "request failed");
+                }
+                conn.outbox.send(failure(Some(id), &err));
+            }
+        }
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+    }));
+}
+
+async fn dispatch(dragon: &Dragon, ctx: &Ctx, request: Request) -> Result<Output, Error> {
+    if request.route == "dragon" {
+        return dragon_route::call(dragon, ctx, &request.verb, request.args).await;
+    }
+    let router = dragon
+        .inner
+        .routers
+        .get(&request.route)
+        .ok_or_else(|| Error::UnknownRoute(request.route.clone()))?;
+    router.call(ctx, &request.verb, request.args).await
+}
+
+/// Reads a request frame; on failure, the id to answer with (if it could be read).
+fn parse_request(text: &str) -> Result<Request, (Option<RequestId>, Error)> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| (None, Error::bad_request(format!("not JSON: {e}"))))?;
+    let Value::Object(map) = value else {
+        return Err((None, Error::bad_request("a request must be a JSON object")));
+    };
+    let id = match map.get("id") {
+        Some(Value::Number(n)) if n.is_i64() => RequestId::Int(n.as_i64().expect("i64")),
+        Some(Value::String(s)) => RequestId::Str(s.clone()),
+        _ => {
+            return Err((
+                None,
+                Error::bad_request("id must be an integer or a string"),
+            ));
+        }
+    };
+    let field = |name: &str| match map.get(name) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err((
+            Some(id.clone()),
+            Error::bad_request(format!("{name} must be a string")),
+        )),
+    };
+    let route = field("route")?;
+    let verb = field("verb")?;
+    let args = match map.get("args") {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(Value::Object(o)) => Value::Object(o.clone()),
+        Some(_) => {
+            return Err((Some(id), Error::bad_request("args must be an object")));
+        }
+    };
+    Ok(Request {
+        id,
+        route,
+        verb,
+        args,
+    })
+}

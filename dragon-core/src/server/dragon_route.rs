@@ -1,0 +1,44 @@
+//! The connection-level `dragon` route: `ping`, `auth`, `whoami`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::Dragon;
+use crate::error::{Error, arg};
+use crate::protocol::Output;
+use crate::router::Ctx;
+
+pub(super) async fn call(
+    dragon: &Dragon,
+    ctx: &Ctx,
+    verb: &str,
+    args: Value,
+) -> Result<Output, Error> {
+    match verb {
+        "ping" => {
+            let ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            Ok(Output::data(json!({ "time": ms })))
+        }
+        "auth" => {
+            let token = arg(&args, "token")?
+                .as_str()
+                .ok_or_else(|| Error::bad_request("token must be a string"))?;
+            let auth = dragon.inner.auth.as_ref().ok_or(Error::Unauthenticated)?;
+            let user = auth
+                .authenticate(token)
+                .await?
+                .ok_or(Error::Unauthenticated)?;
+            *ctx.conn.user.write().expect("user lock") = Some(user.clone());
+            Ok(Output::data(user))
+        }
+        "whoami" => Ok(Output::data(ctx.user().unwrap_or(Value::Null))),
+        _ => Err(Error::UnknownVerb {
+            route: "dragon".into(),
+            verb: verb.into(),
+        }),
+    }
+}

@@ -1,0 +1,328 @@
+//! The axum server: `/ws`, `/healthz`, the JS client, and graceful shutdown.
+//!
+//! [`Dragon::router`] is a plain `axum::Router`, to nest into an existing app or serve alone
+//! with [`Dragon::serve`].
+
+mod conn;
+mod dragon_route;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sea_orm::DatabaseConnection;
+use serde_json::Value;
+use tokio::sync::{Notify, watch};
+
+use crate::broker::{Broker, MemoryBroker};
+use crate::error::Error;
+use crate::hub::Hub;
+use crate::publish;
+use crate::router::Router;
+
+/// Per-connection limits (section 1), each configurable.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest inbound frame in bytes; larger closes the socket with 1009.
+    pub max_frame: usize,
+    /// Requests one connection may have in flight; more answer `rate_limited`.
+    pub max_in_flight: usize,
+    /// Subscriptions one connection may hold; more answer `rate_limited`.
+    pub max_subscriptions: usize,
+    /// Frames queued for one connection before it counts as a slow consumer.
+    pub max_queued: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: 64 * 1024,
+            max_in_flight: 64,
+            max_subscriptions: 1000,
+            max_queued: 4096,
+        }
+    }
+}
+
+/// Turns a token into a user object (any JSON; shown to the app and in `hello`).
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// `Ok(None)` for a token that is not valid.
+    async fn authenticate(&self, token: &str) -> Result<Option<Value>, Error>;
+}
+
+struct Inner {
+    hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
+    routers: HashMap<String, Arc<dyn Router>>,
+    limits: Limits,
+    auth: Option<Arc<dyn Authenticator>>,
+    require_auth: bool,
+    allowed_origins: Option<Vec<String>>,
+    db: Option<DatabaseConnection>,
+    shutdown: watch::Sender<bool>,
+    next_conn: AtomicU64,
+    live: AtomicUsize,
+    all_closed: Notify,
+}
+
+/// A Dragon server: routers, hub and broker, ready to serve.
+#[derive(Clone)]
+pub struct Dragon {
+    inner: Arc<Inner>,
+}
+
+/// Configures a [`Dragon`].
+#[derive(Default)]
+pub struct Builder {
+    broker: Option<Arc<dyn Broker>>,
+    routers: Vec<Arc<dyn Router>>,
+    limits: Limits,
+    auth: Option<Arc<dyn Authenticator>>,
+    require_auth: bool,
+    allowed_origins: Option<Vec<String>>,
+    db: Option<DatabaseConnection>,
+}
+
+impl Builder {
+    /// The broker (default: a fresh [`MemoryBroker`]).
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Serves a router on its route name.
+    pub fn route(mut self, router: impl Router) -> Self {
+        self.routers.push(Arc::new(router));
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How tokens (`?token=` or `dragon.auth`) become users.
+    pub fn auth(mut self, auth: impl Authenticator) -> Self {
+        self.auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// Refuse connections without a valid token (close 4001).
+    pub fn require_auth(mut self, required: bool) -> Self {
+        self.require_auth = required;
+        self
+    }
+
+    /// Accept WebSockets only from these `Origin`s (others close with 1008).
+    pub fn allowed_origins<S: Into<String>>(
+        mut self,
+        origins: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The database `/healthz` checks.
+    pub fn database(mut self, db: DatabaseConnection) -> Self {
+        self.db = Some(db);
+        self
+    }
+
+    /// Starts the hub. Must run inside a tokio runtime.
+    pub fn build(self) -> Dragon {
+        let broker = self
+            .broker
+            .unwrap_or_else(|| Arc::new(MemoryBroker::new()) as Arc<dyn Broker>);
+        publish::install_if_unset(&broker);
+        let mut routers = HashMap::new();
+        for r in self.routers {
+            let name = r.name().to_owned();
+            assert!(
+                name != "dragon",
+                "dragon: the route name `dragon` is reserved"
+            );
+            assert!(
+                routers.insert(name.clone(), r).is_none(),
+                "dragon: two routers named {name:?}"
+            );
+        }
+        Dragon {
+            inner: Arc::new(Inner {
+                hub: Hub::start(broker.clone()),
+                broker,
+                routers,
+                limits: self.limits,
+                auth: self.auth,
+                require_auth: self.require_auth,
+                allowed_origins: self.allowed_origins,
+                db: self.db,
+                shutdown: watch::channel(false).0,
+                next_conn: AtomicU64::new(1),
+                live: AtomicUsize::new(0),
+                all_closed: Notify::new(),
+            }),
+        }
+    }
+}
+
+const DRAGON_JS: &str = include_str!("../../js/dragon.js");
+const DRAGON_MJS: &str = include_str!("../../js/dragon.mjs");
+const DRAGON_DTS: &str = include_str!("../../js/dragon.d.ts");
+
+impl Dragon {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
+    }
+
+    /// The number of open WebSocket connections.
+    pub fn connections(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// `/ws`, `/healthz` and `/dragon/dragon.js` (with `.mjs` and `.d.ts`).
+    pub fn router(&self) -> axum::Router {
+        let js = |body: &'static str| {
+            move || async move {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    body,
+                )
+            }
+        };
+        axum::Router::new()
+            .route("/ws", get(ws_handler))
+            .route("/healthz", get(healthz))
+            .route("/dragon/dragon.js", get(js(DRAGON_JS)))
+            .route("/dragon/dragon.mjs", get(js(DRAGON_MJS)))
+            .route(
+                "/dragon/dragon.d.ts",
+                get(|| async {
+                    (
+                        [(header::CONTENT_TYPE, "application/typescript")],
+                        DRAGON_DTS,
+                    )
+                }),
+            )
+            .with_state(self.clone())
+    }
+
+    /// Closes every connection with 1001 (clients reconnect elsewhere) and waits, at most
+    /// `grace`, for them to finish.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutdown.send_replace(true);
+        let wait = async {
+            while self.inner.live.load(Ordering::Acquire) > 0 {
+                let notified = self.inner.all_closed.notified();
+                if self.inner.live.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, wait).await;
+    }
+
+    /// Serves `app` (typically `self.router()` merged into yours) until `signal` resolves,
+    /// then shuts down gracefully.
+    pub async fn serve_until(
+        &self,
+        listener: tokio::net::TcpListener,
+        app: axum::Router,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let this = self.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = done_rx.await;
+        });
+        let stopper = tokio::spawn(async move {
+            signal.await;
+            tracing::info!("shutting down: closing connections with 1001");
+            this.shutdown(Duration::from_secs(5)).await;
+            let _ = done_tx.send(());
+        });
+        let result = server.await;
+        stopper.abort();
+        result
+    }
+
+    /// Serves `app` until SIGINT or SIGTERM.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        app: axum::Router,
+    ) -> std::io::Result<()> {
+        self.serve_until(listener, app, shutdown_signal()).await
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn ws_handler(
+    State(dragon): State<Dragon>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let origin_ok = match (&dragon.inner.allowed_origins, headers.get(header::ORIGIN)) {
+        (None, _) | (Some(_), None) => true,
+        (Some(allowed), Some(origin)) => origin
+            .to_str()
+            .is_ok_and(|o| allowed.iter().any(|a| a == o)),
+    };
+    let token = query.get("token").cloned();
+    let max = dragon.inner.limits.max_frame;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| conn::run(dragon, socket, token, origin_ok))
+}
+
+async fn healthz(State(dragon): State<Dragon>) -> Response {
+    let db_ok = match &dragon.inner.db {
+        Some(db) => db.ping().await.is_ok(),
+        None => true,
+    };
+    let broker_ok = dragon.inner.broker.healthy().await;
+    let body = serde_json::json!({"database": db_ok, "broker": broker_ok});
+    let status = if db_ok && broker_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}

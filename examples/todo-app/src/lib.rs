@@ -1,0 +1,95 @@
+//! The todo-app: live todo lists on Dragon. `main.rs` runs it; tests build it in-process.
+
+pub mod entity;
+
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::routing::get;
+use chrono::{SubsecRound, Utc};
+use dragon_core::broker::Broker;
+use dragon_core::{Dragon, ModelRouter, Validator};
+use sea_orm::{DatabaseConnection, DbErr};
+use serde_json::Value;
+
+use entity::{todo_item, todo_list};
+
+/// The default database: a SQLite file next to where the app runs, created on first run.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://todo-app.sqlite";
+
+/// Connects to `url` and creates the schema if it is missing.
+pub async fn open_database(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let db = dragon_core::db::connect(url).await?;
+    dragon_core::db::create_table(&db, todo_list::Entity).await?;
+    dragon_core::db::create_table(&db, todo_item::Entity).await?;
+    Ok(db)
+}
+
+/// Server-set timestamps, to the microsecond every database keeps.
+fn now() -> Value {
+    Value::from(
+        Utc::now()
+            .trunc_subsecs(6)
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+    )
+}
+
+/// The Dragon server with the todo-app's two routes.
+pub fn dragon(db: &DatabaseConnection, broker: Option<Arc<dyn Broker>>) -> Dragon {
+    let mut builder = builder(db);
+    if let Some(broker) = broker {
+        builder = builder.broker(broker);
+    }
+    builder.build()
+}
+
+/// The todo-app's routes on a builder, for callers that configure more (limits, auth).
+pub fn builder(db: &DatabaseConnection) -> dragon_core::server::Builder {
+    let lists = ModelRouter::<todo_list::Model>::new(db.clone())
+        .filterable(["id", "name"])
+        .orderable(["id", "name"])
+        .writable(["name"])
+        .validate("name", Validator::length(1, 200))
+        .server_set("created_at", |_| now());
+    let items = ModelRouter::<todo_item::Model>::new(db.clone())
+        .filterable(["id", "list_id", "text", "done", "position", "created_at"])
+        .orderable(["id", "list_id", "text", "done", "position", "created_at"])
+        .writable(["list_id", "text", "done", "position"])
+        .validate("text", Validator::length(1, 10_000))
+        .references::<todo_list::Entity>("list_id")
+        .server_set("created_at", |_| now());
+    Dragon::builder()
+        .route(lists)
+        .route(items)
+        .database(db.clone())
+}
+
+/// The whole HTTP app: Dragon's routes plus the page.
+pub fn app(dragon: &Dragon) -> axum::Router {
+    let page = |body: &'static str, mime: &'static str| {
+        get(move || async move { ([(header::CONTENT_TYPE, mime)], body) })
+    };
+    dragon
+        .router()
+        .route(
+            "/",
+            page(
+                include_str!("../static/index.html"),
+                "text/html; charset=utf-8",
+            ),
+        )
+        .route(
+            "/static/app.js",
+            page(
+                include_str!("../static/app.js"),
+                "text/javascript; charset=utf-8",
+            ),
+        )
+        .route(
+            "/static/style.css",
+            page(
+                include_str!("../static/style.css"),
+                "text/css; charset=utf-8",
+            ),
+        )
+}

@@ -1,0 +1,141 @@
+//! A real todo-app server on a free port, on SQLite or PostgreSQL, for tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dragon_core::Dragon;
+use dragon_core::broker::Broker;
+use dragon_core::client::Client;
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests use: `DRAGON_TEST_PG`, default the local one.
+pub fn pg_base() -> String {
+    std::env::var("DRAGON_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A fresh, empty database URL for one test.
+pub async fn fresh_database(backend: Backend) -> String {
+    let name = format!("dragon_{}", uuid::Uuid::new_v4().simple());
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join("dragon-tests");
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            format!("sqlite://{}", dir.join(format!("{name}.sqlite")).display())
+        }
+        Backend::Postgres => {
+            let base = pg_base();
+            let admin = dragon_core::db::connect(&base)
+                .await
+                .expect("PostgreSQL must be running for these tests (see .ci/run)");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            let (prefix, _) = base.rsplit_once('/').expect("database in url");
+            format!("{prefix}/{name}")
+        }
+    }
+}
+
+pub struct TestApp {
+    pub dragon: Dragon,
+    pub db: DatabaseConnection,
+    pub addr: std::net::SocketAddr,
+    pub database_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> TestApp {
+        Self::start_with(backend, None, |b| b).await
+    }
+
+    /// Starts the todo-app with its own broker (or a given one) on a free port.
+    pub async fn start_with(
+        backend: Backend,
+        broker: Option<Arc<dyn Broker>>,
+        configure: impl FnOnce(dragon_core::server::Builder) -> dragon_core::server::Builder,
+    ) -> TestApp {
+        let url = fresh_database(backend).await;
+        let db = todo_app::open_database(&url).await.expect("open database");
+        let mut builder = configure(todo_app::builder(&db));
+        if let Some(broker) = broker {
+            builder = builder.broker(broker);
+        }
+        let dragon = builder.build();
+        Self::serve(dragon, db, url).await
+    }
+
+    pub async fn serve(dragon: Dragon, db: DatabaseConnection, database_url: String) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let app = todo_app::app(&dragon);
+        let d = dragon.clone();
+        let server = tokio::spawn(async move {
+            d.serve_until(listener, app, async move {
+                let _ = stop_rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        TestApp {
+            dragon,
+            db,
+            addr,
+            database_url,
+            stop: Some(stop_tx),
+            server,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url()).await.expect("connect")
+    }
+
+    /// Stops the server gracefully (clients get 1001).
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.server).await;
+    }
+}
+
+/// Runs an async test body once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::common::Backend::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::common::Backend::Postgres).await }
+            )*
+        }
+    };
+}
+
+pub const WAIT: Duration = Duration::from_secs(5);
+pub const QUIET: Duration = Duration::from_millis(300);
