@@ -1,0 +1,177 @@
+//! Custom routers (own verbs, own events), auth, and the `dragon` route.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, QUIET, TestApp, WAIT};
+use dragon_core::client::{Client, ClientError};
+use dragon_core::filter::Filter;
+use dragon_core::hub::Start;
+use dragon_core::protocol::{ErrorCode, Output};
+use dragon_core::schema::{FieldType, Schema};
+use dragon_core::{Authenticator, Ctx, Error, Router};
+use serde_json::{Value, json};
+
+/// A tiny chat: `send` publishes a `message` event; `subscribe` takes a filter on `room`.
+struct Chat {
+    schema: Schema,
+}
+
+#[async_trait::async_trait]
+impl Router for Chat {
+    fn name(&self) -> &str {
+        "chat"
+    }
+
+    async fn call(&self, ctx: &Ctx, verb: &str, args: Value) -> Result<Output, Error> {
+        match verb {
+            "send" => {
+                let user = ctx.require_user()?;
+                let room = args["room"]
+                    .as_str()
+                    .ok_or_else(|| Error::bad_request("room"))?;
+                if room == "staff" && user["staff"] != true {
+                    return Err(Error::Forbidden("staff only".into()));
+                }
+                let data = json!({"room": room, "text": args["text"], "user": user["name"]});
+                ctx.publish("chat", "message", data).await?;
+                Ok(Output::data(json!({"sent": true})))
+            }
+            "subscribe" => {
+                let filter = Filter::parse(args.get("filter"), &self.schema)?;
+                let data = ctx
+                    .subscribe("chat", filter, Start::Now, false, None)
+                    .await?;
+                Ok(Output::data(data))
+            }
+            _ => Err(Error::UnknownVerb {
+                route: "chat".into(),
+                verb: verb.into(),
+            }),
+        }
+    }
+}
+
+struct Tokens;
+
+#[async_trait::async_trait]
+impl Authenticator for Tokens {
+    async fn authenticate(&self, token: &str) -> Result<Option<Value>, Error> {
+        Ok(match token {
+            "alice" => Some(json!({"name": "alice", "staff": true})),
+            "bob" => Some(json!({"name": "bob", "staff": false})),
+            _ => None,
+        })
+    }
+}
+
+fn chat() -> Chat {
+    Chat {
+        schema: Schema::new(vec![]).field("room", FieldType::Text, false),
+    }
+}
+
+async fn custom_verbs_and_events(backend: Backend) {
+    let app = TestApp::start_with(backend, None, |b| b.route(chat()).auth(Tokens)).await;
+    let alice = Client::connect(&format!("{}?token=alice", app.ws_url()))
+        .await
+        .unwrap();
+    assert_eq!(alice.hello()["user"]["name"], "alice");
+    let bob = app.client().await;
+    assert_eq!(bob.hello()["user"], Value::Null);
+    assert_eq!(
+        bob.call("dragon", "whoami", json!({})).await.unwrap().data,
+        Value::Null
+    );
+
+    // Anonymous users may not send; after `dragon.auth` they may.
+    let err = bob
+        .call("chat", "send", json!({"room": "lobby", "text": "hi"}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Server(ref b) if b.code == ErrorCode::Unauthenticated));
+    let bad = bob
+        .call("dragon", "auth", json!({"token": "mallory"}))
+        .await
+        .unwrap_err();
+    assert!(matches!(bad, ClientError::Server(ref b) if b.code == ErrorCode::Unauthenticated));
+    let me = bob
+        .call("dragon", "auth", json!({"token": "bob"}))
+        .await
+        .unwrap();
+    assert_eq!(me.data["name"], "bob");
+    assert_eq!(
+        bob.call("dragon", "whoami", json!({})).await.unwrap().data["name"],
+        "bob"
+    );
+
+    alice
+        .call("chat", "subscribe", json!({"filter": {"room": "lobby"}}))
+        .await
+        .unwrap();
+    let mut sub = alice
+        .subscribe("chat", json!({"filter": {"room": "lobby"}}))
+        .await
+        .unwrap();
+    bob.call("chat", "send", json!({"room": "lobby", "text": "hello"}))
+        .await
+        .unwrap();
+    let e = sub.next_within(WAIT).await.expect("message event");
+    assert_eq!(e.event, "message");
+    assert_eq!(e.data.as_ref().unwrap()["user"], "bob");
+    assert_eq!(
+        e.subs.len(),
+        2,
+        "both of alice's lobby subscriptions in one frame"
+    );
+    bob.call("chat", "send", json!({"room": "kitchen", "text": "psst"}))
+        .await
+        .unwrap();
+    assert!(
+        sub.next_within(QUIET).await.is_none(),
+        "other rooms are not delivered"
+    );
+
+    let err = bob
+        .call(
+            "chat",
+            "send",
+            json!({"room": "staff", "text": "let me in"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Server(ref b) if b.code == ErrorCode::Forbidden));
+}
+
+async fn required_auth_closes_4001(backend: Backend) {
+    let app = TestApp::start_with(backend, None, |b| b.auth(Tokens).require_auth(true)).await;
+    let (mut anon, _) = tokio_tungstenite::connect_async(app.ws_url())
+        .await
+        .unwrap();
+    use futures_util::StreamExt;
+    let frame = tokio::time::timeout(Duration::from_secs(5), anon.next())
+        .await
+        .unwrap();
+    match frame {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+            assert_eq!(u16::from(f.code), 4001)
+        }
+        other => panic!("expected close 4001, got {other:?}"),
+    }
+    let bad = Client::connect(&format!("{}?token=mallory", app.ws_url())).await;
+    assert!(bad.is_err(), "a bad token is refused too");
+    let alice = Client::connect(&format!("{}?token=alice", app.ws_url()))
+        .await
+        .unwrap();
+    assert_eq!(
+        alice
+            .call("dragon", "whoami", json!({}))
+            .await
+            .unwrap()
+            .data["name"],
+        "alice"
+    );
+}
+
+both_backends!(custom_verbs_and_events, required_auth_closes_4001);
