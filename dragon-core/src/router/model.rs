@@ -247,6 +247,11 @@ where
         self
     }
 
+    /// The route's published fields as clients may use them.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
     fn backend(&self) -> sea_orm::DbBackend {
         self.db.get_database_backend()
     }
