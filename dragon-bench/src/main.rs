@@ -1,1 +1,114 @@
-fn main() {}
+//! Fan-out benchmark: Dragon against a minimal tokio-tungstenite broadcaster, in one run.
+//!
+//! For each client count, both systems get the same clients (real WebSockets on loopback)
+//! and the same events:
+//! - throughput: a burst of events as fast as they can be committed; deliveries per second
+//!   until every client has every event;
+//! - latency: events paced to a fixed delivery rate; the time from commit (Dragon) or send
+//!   (reference) to receipt by each client, p50 and p99.
+//!
+//! Dragon is measured twice: with changes entering as the derive hands them over after
+//! commit (Dragon's own cost), and with real SQLite inserts through the hooks (the path a
+//! user's write takes, where one SQLite connection bounds the event rate).
+//!
+//! `cargo run --release -p dragon-bench` (add `-- --help` for options). Figures are printed
+//! as a table with Dragon's throughput as a ratio of the reference measured in the same run.
+
+mod brokers;
+mod clients;
+mod reference;
+mod subject;
+
+use std::time::Duration;
+
+use clap::Parser;
+
+/// What one system achieved for one client count.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    pub deliveries_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Dragon fan-out benchmark against a minimal broadcaster")]
+pub struct Args {
+    /// Client counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub clients: Vec<usize>,
+    /// Deliveries per client in the throughput burst is `burst_deliveries / clients` (min 20).
+    #[arg(long, default_value_t = 400_000)]
+    pub burst_deliveries: usize,
+    /// Paced events for the latency phase.
+    #[arg(long, default_value_t = 50)]
+    pub paced_events: usize,
+    /// Deliveries per second in the latency phase (events are spaced to give this rate).
+    #[arg(long, default_value_t = 50_000)]
+    pub paced_rate: u64,
+    /// Broker for Dragon: `memory` (default), or as brokers.rs offers.
+    #[arg(long, default_value = "memory")]
+    pub broker: String,
+}
+
+fn raise_fd_limit(needed: u64) {
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < needed {
+            let target = libc::rlimit {
+                rlim_cur: needed.max(lim.rlim_cur),
+                rlim_max: needed.max(lim.rlim_max),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &target) != 0 {
+                eprintln!(
+                    "warning: could not raise the open-file limit to {needed}; large client counts may fail"
+                );
+            }
+        }
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let max_clients = args.clients.iter().copied().max().unwrap_or(0) as u64;
+    raise_fd_limit(max_clients * 2 + 1024);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        println!(
+            "| clients | system | deliveries/s | vs reference | p50 ms | p99 ms |\n|---:|---|---:|---:|---:|---:|"
+        );
+        for &n in &args.clients {
+            let events = (args.burst_deliveries / n.max(1)).max(20);
+            let plan = clients::Plan {
+                clients: n,
+                burst_events: events,
+                paced_events: args.paced_events,
+                pace: Duration::from_micros(n as u64 * 1_000_000 / args.paced_rate.max(1)),
+            };
+            let reference = reference::run(&plan).await;
+            row(n, "reference (tokio-tungstenite broadcast)", &reference, 1.0);
+            for (mode, label) in [
+                (subject::Mode::AfterCommit, "published after commit"),
+                (subject::Mode::Insert, "SQLite insert + hooks"),
+            ] {
+                let dragon = subject::run(&plan, &args.broker, mode).await;
+                let ratio = dragon.deliveries_per_sec / reference.deliveries_per_sec;
+                row(n, &format!("dragon, {} broker, {label}", args.broker), &dragon, ratio);
+            }
+        }
+    });
+}
+
+fn row(n: usize, name: &str, f: &Figures, ratio: f64) {
+    println!(
+        "| {n} | {name} | {:.0} | {:.2} | {:.2} | {:.2} |",
+        f.deliveries_per_sec, ratio, f.p50_ms, f.p99_ms
+    );
+}

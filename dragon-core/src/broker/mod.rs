@@ -5,6 +5,8 @@
 //! every route once and matches its own subscriptions (see [`crate::hub`]).
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,6 +19,8 @@ use tokio::sync::mpsc;
 use crate::protocol::ChangeKind;
 
 pub use memory::MemoryBroker;
+#[cfg(feature = "redis")]
+pub use redis::{PUBLISH_LUA, RedisBroker, RedisOptions, RedisStats};
 
 /// One committed model change or one custom event on a route.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -54,6 +54,7 @@ pub(crate) fn changed_fields(old: &Map<String, Value>, new: &Map<String, Value>)
 pub(crate) struct Prepared<'a> {
     env: &'a Envelope,
     parts: HashMap<Slot, (String, String)>,
+    single: HashMap<(Slot, Arc<str>), Utf8Bytes>,
     cache: HashMap<(Slot, Vec<Arc<str>>), Utf8Bytes>,
 }
 
@@ -62,6 +63,7 @@ impl<'a> Prepared<'a> {
         Prepared {
             env,
             parts: HashMap::new(),
+            single: HashMap::new(),
             cache: HashMap::new(),
         }
     }
@@ -81,20 +83,28 @@ impl<'a> Prepared<'a> {
         }
     }
 
-    pub(crate) fn frame(&mut self, slot: Slot, subs: Vec<Arc<str>>) -> Utf8Bytes {
-        let key = (slot, subs);
-        if let Some(bytes) = self.cache.get(&key) {
+    /// The frame for `subs` (sorted), from the cache when another connection had the
+    /// same list (subscription ids are per connection, so most lists repeat).
+    pub(crate) fn frame(&mut self, slot: Slot, subs: &[Arc<str>]) -> Utf8Bytes {
+        if let [one] = subs {
+            if let Some(bytes) = self.single.get(&(slot, one.clone())) {
+                return bytes.clone();
+            }
+        } else if let Some(bytes) = self.cache.get(&(slot, subs.to_vec())) {
             return bytes.clone();
         }
         let env = self.env;
         let (prefix, suffix) = self.parts.entry(slot).or_insert_with(|| parts(env, slot));
-        let subs_json = serde_json::to_string(&key.1).expect("strings serialize");
+        let subs_json = serde_json::to_string(subs).expect("strings serialize");
         let mut text = String::with_capacity(prefix.len() + subs_json.len() + suffix.len());
         text.push_str(prefix);
         text.push_str(&subs_json);
         text.push_str(suffix);
         let bytes = Utf8Bytes::from(text);
-        self.cache.insert(key, bytes.clone());
+        match subs {
+            [one] => self.single.insert((slot, one.clone()), bytes.clone()),
+            _ => self.cache.insert((slot, subs.to_vec()), bytes.clone()),
+        };
         bytes
     }
 }

@@ -134,6 +134,13 @@ fn filter_field_type(filter: &Filter, name: &str) -> Option<FieldType> {
     }
 }
 
+/// One connection's share of a message: a frame kind and the subscriptions it names.
+struct Hit {
+    outbox: Arc<Outbox>,
+    slot: Slot,
+    ids: Vec<Arc<str>>,
+}
+
 /// Where a new subscription joins its route's stream.
 #[derive(Debug, Clone, Copy)]
 pub enum Start {
@@ -214,10 +221,10 @@ impl Hub {
         let mut st = state.lock().expect("route lock");
         st.position = Some(env.position);
         let mut prepared = Prepared::new(env);
-        // Per connection, per frame kind: the subscription ids concerned.
-        let mut per_conn: HashMap<u64, (Arc<Outbox>, Vec<(Slot, Vec<Arc<str>>)>)> = HashMap::new();
-        let candidates = st.candidates(&env.message);
-        for key in candidates {
+        // One frame per connection and frame kind, listing all its subscriptions concerned.
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut seen: HashMap<(u64, Slot), usize> = HashMap::new();
+        for key in st.candidates(&env.message) {
             let Some(sub) = st.subs.get_mut(&key) else {
                 continue;
             };
@@ -231,21 +238,25 @@ impl Hub {
             if !prepared.worth_sending(slot) {
                 continue;
             }
-            let (_, slots) = per_conn
-                .entry(sub.outbox.id())
-                .or_insert_with(|| (sub.outbox.clone(), Vec::new()));
-            match slots.iter_mut().find(|(s, _)| *s == slot) {
-                Some((_, ids)) => ids.push(sub.id.clone()),
-                None => slots.push((slot, vec![sub.id.clone()])),
+            match seen.entry((sub.outbox.id(), slot)) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    hits[*e.get()].ids.push(sub.id.clone())
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(hits.len());
+                    hits.push(Hit {
+                        outbox: sub.outbox.clone(),
+                        slot,
+                        ids: vec![sub.id.clone()],
+                    });
+                }
             }
         }
         drop(st);
-        for (_, (outbox, slots)) in per_conn {
-            for (slot, mut ids) in slots {
-                ids.sort_unstable();
-                let frame = prepared.frame(slot, ids.clone());
-                outbox.send_event(frame, &env.route, &ids);
-            }
+        for mut hit in hits {
+            hit.ids.sort_unstable();
+            let frame = prepared.frame(hit.slot, &hit.ids);
+            hit.outbox.send_event(frame, &env.route, &hit.ids);
         }
     }
 
@@ -307,7 +318,7 @@ impl Hub {
             };
             let mut prepared = Prepared::new(env);
             if prepared.worth_sending(slot) {
-                let frame = prepared.frame(slot, vec![id.clone()]);
+                let frame = prepared.frame(slot, std::slice::from_ref(&id));
                 outbox.send(Outbound::Text(frame));
             }
         }

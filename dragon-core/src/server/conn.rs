@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
 
 use super::{Dragon, dragon_route};
 use crate::error::Error;
@@ -56,7 +58,7 @@ pub(super) async fn run(
 
     let n = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     let conn_id = format!("c{n}-{}", uuid::Uuid::new_v4().simple());
-    let (outbox, mut rx) = Outbox::new(n, inner.limits.max_queued);
+    let (outbox, rx) = Outbox::new(n, inner.limits.max_queued);
     let conn = Arc::new(Conn::new(
         conn_id.clone(),
         user.clone(),
@@ -69,46 +71,17 @@ pub(super) async fn run(
     let hello = json!({"event": "hello", "data": {"protocol": PROTOCOL_VERSION, "conn": conn_id, "user": user}});
     outbox.send(Outbound::Text(Utf8Bytes::from(hello.to_string())));
 
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let mut shutdown = inner.shutdown.subscribe();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
 
-    // The writer: the only task that writes to the socket.
-    let writer_outbox = outbox.clone();
-    let mut writer_shutdown = shutdown.clone();
-    let writer = tokio::spawn(async move {
-        let closing: Option<(u16, String)> = loop {
-            tokio::select! {
-                biased;
-                frame = rx.recv() => match frame {
-                    Some(Outbound::Text(t)) => {
-                        writer_outbox.sent_one();
-                        if sink.send(WsMessage::Text(t)).await.is_err() { break None; }
-                        for resync in writer_outbox.take_resyncs() {
-                            if sink.send(WsMessage::Text(resync)).await.is_err() { break; }
-                        }
-                    }
-                    Some(Outbound::Close(code, reason)) => break Some((code, reason)),
-                    None => break None,
-                },
-                _ = writer_outbox.kill.notified() => break Some((close::SLOW_CONSUMER, "slow consumer".into())),
-                _ = raised(&mut writer_shutdown) => break Some((close::GOING_AWAY, "server going away".into())),
-                _ = raised(&mut stop_rx) => break None,
-            }
-        };
-        if let Some((code, reason)) = closing {
-            let frame = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                sink.send(WsMessage::Close(Some(frame))),
-            )
-            .await;
-        }
-        let _ = sink.close().await;
-    });
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        outbox.clone(),
+        shutdown.clone(),
+        stop_rx,
+    ));
 
     let in_flight = Arc::new(AtomicUsize::new(0));
     loop {
@@ -152,8 +125,73 @@ pub(super) async fn run(
     }
 }
 
+/// The only task that writes to the socket. Frames already queued are written together
+/// and flushed once, so a busy connection costs one syscall per batch, not per frame.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, WsMessage>,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    outbox: Arc<Outbox>,
+    mut shutdown: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    const BATCH: usize = 256;
+    let shutdown = raised(&mut shutdown);
+    let stop = raised(&mut stop);
+    let kill = outbox.kill.notified();
+    tokio::pin!(shutdown, stop, kill);
+    let closing: Option<(u16, String)> = 'outer: loop {
+        let first = tokio::select! {
+            biased;
+            frame = rx.recv() => frame,
+            _ = &mut kill => break Some((close::SLOW_CONSUMER, "slow consumer".into())),
+            _ = &mut shutdown => break Some((close::GOING_AWAY, "server going away".into())),
+            _ = &mut stop => break None,
+        };
+        let mut next = first;
+        let mut written = 0;
+        while let Some(frame) = next.take() {
+            match frame {
+                Outbound::Text(t) => {
+                    outbox.sent_one();
+                    if sink.feed(WsMessage::Text(t)).await.is_err() {
+                        break 'outer None;
+                    }
+                }
+                Outbound::Close(code, reason) => {
+                    let _ = sink.flush().await;
+                    break 'outer Some((code, reason));
+                }
+            }
+            written += 1;
+            if written < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        for resync in outbox.take_resyncs() {
+            if sink.feed(WsMessage::Text(resync)).await.is_err() {
+                break 'outer None;
+            }
+        }
+        if written == 0 || sink.flush().await.is_err() {
+            break None;
+        }
+    };
+    if let Some((code, reason)) = closing {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            sink.send(WsMessage::Close(Some(frame))),
+        )
+        .await;
+    }
+    let _ = sink.close().await;
+}
+
 /// Resolves once a watch flag is raised (or its sender is gone).
-async fn raised(flag: &mut tokio::sync::watch::Receiver<bool>) {
+async fn raised(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|s| *s).await.map(|_| ());
 }
 

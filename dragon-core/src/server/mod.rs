@@ -5,6 +5,7 @@
 
 mod conn;
 mod dragon_route;
+mod http_publish;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use sea_orm::DatabaseConnection;
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
@@ -66,6 +67,7 @@ struct Inner {
     require_auth: bool,
     allowed_origins: Option<Vec<String>>,
     db: Option<DatabaseConnection>,
+    publish_secret: Option<String>,
     shutdown: watch::Sender<bool>,
     next_conn: AtomicU64,
     live: AtomicUsize,
@@ -88,6 +90,7 @@ pub struct Builder {
     require_auth: bool,
     allowed_origins: Option<Vec<String>>,
     db: Option<DatabaseConnection>,
+    publish_secret: Option<String>,
 }
 
 impl Builder {
@@ -135,6 +138,14 @@ impl Builder {
         self
     }
 
+    /// Enables `POST /dragon/publish` for callers presenting `Authorization: Bearer <secret>`
+    /// (an empty secret leaves it disabled: 404).
+    pub fn publish_secret(mut self, secret: impl Into<String>) -> Self {
+        let secret = secret.into();
+        self.publish_secret = (!secret.is_empty()).then_some(secret);
+        self
+    }
+
     /// Starts the hub. Must run inside a tokio runtime.
     pub fn build(self) -> Dragon {
         let broker = self
@@ -163,6 +174,7 @@ impl Builder {
                 require_auth: self.require_auth,
                 allowed_origins: self.allowed_origins,
                 db: self.db,
+                publish_secret: self.publish_secret,
                 shutdown: watch::channel(false).0,
                 next_conn: AtomicU64::new(1),
                 live: AtomicUsize::new(0),
@@ -207,6 +219,7 @@ impl Dragon {
         axum::Router::new()
             .route("/ws", get(ws_handler))
             .route("/healthz", get(healthz))
+            .route("/dragon/publish", post(http_publish::publish))
             .route("/dragon/dragon.js", get(js(DRAGON_JS)))
             .route("/dragon/dragon.mjs", get(js(DRAGON_MJS)))
             .route(

@@ -1,0 +1,120 @@
+//! Dragon under test: a model router over SQLite in memory; every client subscribes to
+//! `{list_id: 1}`, and each event is a committed insert published by the derive.
+
+use std::sync::Arc;
+
+use dragon_core::broker::Message;
+use dragon_core::{Dragon, DragonModel, ModelRouter, Publish};
+use sea_orm::entity::prelude::*;
+use sea_orm::{DatabaseConnection, Set};
+use serde::{Deserialize, Serialize};
+
+use crate::Figures;
+use crate::clients::{Fleet, Plan, Source};
+
+mod bench_item {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize, DragonModel)]
+    #[sea_orm(table_name = "bench_item")]
+    #[dragon(route = "bench-item")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub list_id: i64,
+        pub text: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+}
+
+/// How events enter Dragon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The published change as the derive hands it over after commit: measures Dragon itself.
+    AfterCommit,
+    /// A real SQLite insert through the derive's hooks: the whole path a user's write takes.
+    Insert,
+}
+
+struct Commits {
+    db: DatabaseConnection,
+    broker: Arc<dyn dragon_core::broker::Broker>,
+    mode: Mode,
+    next_id: i64,
+}
+
+impl Source for Commits {
+    async fn send(&mut self, t0: u64) {
+        if self.mode == Mode::AfterCommit {
+            self.next_id += 1;
+            let row = bench_item::Model {
+                id: self.next_id,
+                list_id: 1,
+                text: t0.to_string(),
+            };
+            let message = Message::created(row.to_published());
+            self.broker
+                .publish("bench-item", message)
+                .await
+                .expect("publish");
+            return;
+        }
+        let row = bench_item::ActiveModel {
+            list_id: Set(1),
+            text: Set(t0.to_string()),
+            ..Default::default()
+        };
+        dragon_core::publish::with_broker(self.broker.clone(), row.insert(&self.db))
+            .await
+            .expect("insert");
+    }
+}
+
+pub async fn run(plan: &Plan, broker_kind: &str, mode: Mode) -> Figures {
+    let db = dragon_core::db::connect("sqlite::memory:")
+        .await
+        .expect("sqlite");
+    dragon_core::db::create_table(&db, bench_item::Entity)
+        .await
+        .expect("schema");
+    let broker = crate::brokers::make(broker_kind).await;
+    let router = ModelRouter::<bench_item::Model>::new(db.clone()).filterable(["list_id"]);
+    let dragon = Dragon::builder()
+        .broker(broker.clone())
+        .route(router)
+        .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = dragon.router();
+    let server_dragon = dragon.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = server_dragon
+            .serve_until(listener, app, async move {
+                let _ = stop_rx.await;
+            })
+            .await;
+    });
+    let subscribe =
+        r#"{"id":1,"route":"bench-item","verb":"subscribe","args":{"filter":{"list_id":1}}}"#;
+    let fleet = Fleet::connect(
+        &format!("ws://{addr}/ws"),
+        plan.clients,
+        Some(subscribe.to_owned()),
+    )
+    .await;
+    let mut source = Commits {
+        db,
+        broker,
+        mode,
+        next_id: 0,
+    };
+    let figures = fleet.measure(plan, &mut source).await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    figures
+}
