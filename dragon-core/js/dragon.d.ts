@@ -1,5 +1,20 @@
 // Type declarations for dragon.js / dragon.mjs, the Dragon realtime client (protocol version 1).
 // Served at /dragon/dragon.d.ts.
+//
+// Behaviour in short:
+// - Every call returns a promise; failures reject with a DragonError (`code`, `message`,
+//   `details` from the protocol's error object; `timeout` when no reply came in time,
+//   `disconnected` when the connection was lost or closed).
+// - Calls made while disconnected are QUEUED and sent after the reconnection (still bounded by
+//   their timeout). Calls already on the wire when the connection drops: reads (get_list,
+//   get_single, subscribe, ping, whoami, presence_watch) are resent, writes reject with
+//   `disconnected` (they may or may not have been applied). After disconnect() everything
+//   pending rejects with `disconnected`.
+// - Reconnection: exponential backoff with jitter, unlimited attempts by default. Subscriptions
+//   are re-established with `since` = the last position seen (the server picks a new sub id).
+//   If the server cannot replay (`recovered: false`) or sends a `resync` frame, the client emits
+//   'resync' and the subscription's handler gets `{event: 'resync', ...}`; a LiveList reloads
+//   itself from a fresh snapshot. Close codes 4001 and 1008 stop reconnecting.
 
 export type Id = number | string;
 
@@ -98,6 +113,14 @@ export interface EventFrame<T = any> {
   [key: string]: unknown;
 }
 
+/** Passed to a subscription's handler when re-establishing it after a reconnect was refused (not transient). */
+export interface SubscriptionErrorEvent {
+  event: 'error';
+  route: string;
+  subs: string[];
+  error: DragonError;
+}
+
 /** Passed to a subscription's handler when it must reload (recovered:false or a server resync). */
 export interface ResyncEvent {
   event: 'resync';
@@ -129,7 +152,7 @@ export interface SubscribeOptions<T = any> extends CallOptions {
   onSubscribed?: (info: SubscribedInfo<T>, subscription: Subscription<T>) => void;
 }
 
-export type EventHandler<T = any> = (frame: EventFrame<T> | ResyncEvent, subscription: Subscription<T>) => void;
+export type EventHandler<T = any> = (frame: EventFrame<T> | ResyncEvent | SubscriptionErrorEvent, subscription: Subscription<T>) => void;
 
 export class Subscription<T = any> {
   readonly route: string;

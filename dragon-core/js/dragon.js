@@ -2,7 +2,7 @@
  * dragon.js: the browser client for Dragon realtime servers (wire protocol version 1).
  *
  * Served by every Dragon server at /dragon/dragon.js (classic script, defines the global
- * `dragon`) and /dragon/dragon.mjs (ES module re-exporting the same members). No build step.
+ * `dragon`) and /dragon/dragon.mjs (an ES module offering the same members). No build step.
  *
  *   <script src="/dragon/dragon.js"></script>
  *   <script>
@@ -349,15 +349,21 @@
       this._lastRx = 0;
 
       var self = this;
+      // Back online (browser): retry at once instead of waiting for the backoff timer.
       this._onOnline = function () { if (self._wanted && !self._ws) self._openSocket(); };
-      if (root.addEventListener && root.window === root) root.addEventListener('online', this._onOnline);
+      this._onlineHooked = false;
 
       if (o.autoConnect !== false) this.connect();
     }
 
     // ---- events ----
 
-    /** Listen to 'open' | 'close' | 'reconnecting' | 'error' | 'resync' | 'state' | 'hello'. Returns off(). */
+    /**
+     * Listen to 'open' ({conn, user, reconnect}) | 'close' ({code, reason, wasClean}) |
+     * 'reconnecting' ({attempt, delay}) | 'error' (DragonError) | 'resync' ({route, subs,
+     * reason, subscription}) | 'state' ('connecting'|'open'|'reconnecting'|'closed').
+     * Returns off().
+     */
     on(name, cb) { return addListener(this._listeners, name, cb); }
 
     _emit(name, payload) {
@@ -402,6 +408,10 @@
 
     connect() {
       this._wanted = true;
+      if (!this._onlineHooked && root.addEventListener && root.window === root) {
+        root.addEventListener('online', this._onOnline);
+        this._onlineHooked = true;
+      }
       if (this._ws || this._retryTimer) return this.ready();
       this._attempt = 0;
       this._openSocket();
@@ -418,7 +428,7 @@
         try { ws.close(1000, 'client disconnect'); } catch (e) { /* ignore */ }
       }
       this._failAll(new DragonError('disconnected', 'disconnected by the client'), true);
-      if (root.removeEventListener && root.window === root) root.removeEventListener('online', this._onOnline);
+      if (this._onlineHooked) { root.removeEventListener('online', this._onOnline); this._onlineHooked = false; }
       var was = this.state;
       this._setState('closed');
       if (ws && was !== 'closed') this._emit('close', { code: 1000, reason: 'client disconnect', wasClean: true });
@@ -467,7 +477,12 @@
       this._connected = false;
       clearTimeout(this._connectTimer); this._connectTimer = null;
       clearInterval(this._heartbeatTimer); this._heartbeatTimer = null;
-      if (ws) { ws.onopen = ws.onmessage = ws.onerror = null; ws.onclose = null; }
+      if (ws) {
+        ws.onopen = ws.onmessage = ws.onclose = null;
+        // Keep an error listener: node's `ws` throws on an 'error' event nobody listens to
+        // (e.g. closing a socket that is still connecting).
+        ws.onerror = function () {};
+      }
       this._inFlight = 0;
       // Server subscription ids die with the socket.
       this._subById.clear();
@@ -546,7 +561,7 @@
       this._startHeartbeat();
       // Re-establish subscriptions first (with `since`), then flush the queue.
       var self = this;
-      this._subs.forEach(function (s) { if (s.active && !s._establishing) self._establish(s, { resume: true }).catch(function (err) { self._emit('error', err); }); });
+      this._subs.forEach(function (s) { if (s.active && !s._establishing) self._resume(s, 0); });
       this._flush();
       this._emit('open', { conn: this.conn, user: this.user, reconnect: reconnect });
       var waiters = this._readyWaiters;
@@ -781,6 +796,29 @@
           self._subs.delete(sub);
           throw err;
         });
+    }
+
+    /**
+     * Re-establish `sub` after a reconnection (with `since`). Transient failures (timeout,
+     * unavailable, internal, rate_limited) are retried with backoff on the same connection;
+     * other refusals are reported as 'error' and to the handler as {event: 'error', error}.
+     */
+    _resume(sub, attempt) {
+      var self = this;
+      var ws = this._ws;
+      this._establish(sub, { resume: true }).catch(function (err) {
+        if (!sub.active || self._ws !== ws || !self._connected) return; // a new connection resumes it
+        var transient = { timeout: 1, unavailable: 1, internal: 1, rate_limited: 1 };
+        if (transient[err.code]) {
+          setTimeout(function () {
+            if (sub.active && self._ws === ws && self._connected && sub.id === null && !sub._establishing) self._resume(sub, attempt + 1);
+          }, backoffDelay(self.backoff, attempt));
+        } else {
+          err.subscription = sub;
+          self._emit('error', err);
+          sub._dispatch({ event: 'error', route: sub.route, subs: [], error: err });
+        }
+      });
     }
 
     /** Send a subscribe for `sub` (initial, resume after reconnect, or reload with snapshot). */

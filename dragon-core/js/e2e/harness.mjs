@@ -153,8 +153,18 @@ export class TodoServer {
   stop() { return this._end('SIGTERM'); }
   /** Abrupt kill (SIGKILL): sockets just drop. */
   kill() { return this._end('SIGKILL'); }
-  /** Freeze / thaw the process (to provoke client timeouts). */
-  pause() { this.proc.kill('SIGSTOP'); }
+  /**
+   * Freeze / thaw the process (to provoke client timeouts). SIGSTOP takes effect a moment
+   * after kill() returns, so pause() resolves only once every thread is stopped.
+   */
+  async pause() {
+    const pid = this.proc.pid;
+    this.proc.kill('SIGSTOP');
+    const stopped = () => fs.readdirSync(`/proc/${pid}/task`).every((t) => {
+      try { return /^[tT]$/.test(fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8').split(') ').pop()[0]); } catch { return true; }
+    });
+    await waitFor(stopped, { timeout: 2000, interval: 2, message: 'the server to stop (SIGSTOP)' });
+  }
   resume() { this.proc.kill('SIGCONT'); }
 
   async restart({ signal = 'SIGKILL', downFor = 0 } = {}) {

@@ -5,13 +5,13 @@ import { startServer, client, Dragon, DragonError, WebSocket, fetchAll } from '.
 
 /** Assert that promise rejects with a DragonError of the given code; returns the error. */
 async function rejectsWith(promise, code) {
-  let err;
+  let err, value;
   try {
-    await promise;
+    value = await promise;
   } catch (e) {
     err = e;
   }
-  assert.ok(err, `expected rejection with code ${code}, but it resolved`);
+  assert.ok(err, `expected rejection with code ${code}, but it resolved to ${JSON.stringify(value)}`);
   assert.ok(err instanceof DragonError, `expected DragonError, got ${err && err.stack}`);
   assert.equal(err.code, code, `code (message: ${err.message})`);
   assert.equal(typeof err.message, 'string');
@@ -41,6 +41,13 @@ describe('request/reply API', () => {
     assert.equal(typeof pong.time, 'number');
     assert.ok(Math.abs(pong.time - Date.now()) < 60_000);
     assert.equal(await c.whoami(), null);
+  });
+
+  test('auth with a bad token rejects with unauthenticated; unknown dragon verb', async () => {
+    await rejectsWith(c.auth('not-a-valid-token'), 'unauthenticated');
+    assert.equal(c.token, undefined, 'a refused token is not kept for reconnections');
+    assert.equal(c.connected, true);
+    await rejectsWith(c.call('dragon', 'frobnicate'), 'unknown_verb');
   });
 
   test('create/getSingle/update/delete a list and items', async () => {
@@ -199,7 +206,7 @@ describe('request/reply API', () => {
 
   test('per-call timeout rejects with code timeout (server frozen)', async () => {
     const t0 = Date.now();
-    server.pause();
+    await server.pause();
     try {
       const err = await rejectsWith(c.getList('todo-list', null, { timeout: 300 }), 'timeout');
       assert.match(err.message, /300/);
@@ -215,7 +222,7 @@ describe('request/reply API', () => {
   test('client default timeout applies too', async () => {
     const c2 = client(server, { timeout: 250 });
     await c2.ready();
-    server.pause();
+    await server.pause();
     try {
       await rejectsWith(c2.ping(), 'timeout');
     } finally {
@@ -227,7 +234,7 @@ describe('request/reply API', () => {
   test('disconnect() rejects pending and later calls with disconnected', async () => {
     const c2 = client(server);
     await c2.ready();
-    server.pause();
+    await server.pause();
     let p;
     try {
       p = c2.getList('todo-list');

@@ -7,6 +7,13 @@ import '../dragon.js';
 const { Dragon, DragonError, liveList, makeComparator, sortItems, compareValues, applyEvent } = globalThis.dragon;
 const tick = () => new Promise((r) => setTimeout(r, 0));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function waitUntil(fn, timeout) {
+  const end = Date.now() + timeout;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await sleep(5);
+  }
+}
 
 /** A scripted WebSocket: the test plays the server. */
 class FakeSocket {
@@ -40,6 +47,35 @@ function fakeClient(opts = {}) {
   FakeSocket.all = [];
   return new Dragon({ url: 'ws://fake/ws', WebSocket: FakeSocket, backoff: () => 5, heartbeat: 0, ...opts });
 }
+
+describe('packaging', () => {
+  test('dragon.js is a classic script (no export statements) defining globalThis.dragon', async () => {
+    const fs = await import('node:fs');
+    const src = fs.readFileSync(new URL('../dragon.js', import.meta.url), 'utf8');
+    assert.doesNotMatch(src, /^\s*export\b/m);
+    assert.doesNotMatch(src, /^\s*import\b/m);
+    // runs as a plain script in a fresh context, defining the global
+    const vm = await import('node:vm');
+    const ctx = vm.createContext({ console, setTimeout, clearTimeout, setInterval, clearInterval, URL });
+    vm.runInContext(src, ctx);
+    assert.equal(typeof vm.runInContext('dragon.Dragon', ctx), 'function');
+    assert.equal(typeof vm.runInContext('dragon.liveList', ctx), 'function');
+  });
+  test('dragon.mjs re-exports every member of globalThis.dragon, named and default', async () => {
+    const mod = await import('../dragon.mjs');
+    assert.equal(mod.default, globalThis.dragon);
+    for (const [k, v] of Object.entries(globalThis.dragon)) assert.equal(mod[k], v, k);
+    for (const k of ['Dragon', 'DragonError', 'liveList']) assert.ok(k in mod);
+  });
+  test('dragon.d.ts declares the public API', async () => {
+    const fs = await import('node:fs');
+    const dts = fs.readFileSync(new URL('../dragon.d.ts', import.meta.url), 'utf8');
+    for (const name of Object.keys(globalThis.dragon)) assert.match(dts, new RegExp(`\\b${name}\\b`), name);
+    for (const m of ['getList', 'getSingle', 'create', 'update', 'delete', 'call', 'subscribe', 'onChannelMessage', 'onReady', 'ready', 'disconnect', 'liveList', 'unsubscribe', 'onChange', 'close']) {
+      assert.match(dts, new RegExp(`\\b${m}\\b`), m);
+    }
+  });
+});
 
 describe('ordering', () => {
   test('values: numbers, booleans, nulls first, strings by code point', () => {
@@ -234,6 +270,43 @@ describe('connection state machine (fake socket)', () => {
     ws.drop();
     const z = await c.ping({ timeout: 20 }).catch((e) => e);
     assert.equal(z.code, 'timeout');
+    c.disconnect();
+  });
+
+  test('heartbeat: an idle connection is pinged; no answer means reconnect', async () => {
+    const c = fakeClient({ heartbeat: 1000, timeout: 60 });
+    const ws = FakeSocket.last();
+    ws.accept();
+    await waitUntil(() => ws.sent.some((r) => r.route === 'dragon' && r.verb === 'ping'), 3000);
+    await waitUntil(() => FakeSocket.all.length === 2, 1000); // ping timed out: a new socket
+    FakeSocket.last().accept();
+    assert.equal(c.connected, true);
+    c.disconnect();
+  });
+
+  test('a resume refused for good is reported; transient failures are retried', async () => {
+    const c = fakeClient();
+    let ws = FakeSocket.last();
+    ws.accept();
+    const got = [];
+    const errors = [];
+    c.on('error', (e) => errors.push(e));
+    const p = c.subscribe('todo-item', {}, (f) => got.push(f));
+    ws.reply(ws.take(), { sub: 's1', position: 'p1' });
+    const sub = await p;
+    ws.drop();
+    await sleep(20);
+    ws = FakeSocket.last();
+    ws.accept();
+    ws.fail(ws.take((r) => r.verb === 'subscribe'), 'unavailable', 'db down');
+    await waitUntil(() => ws.sent.some((r) => r.verb === 'subscribe'), 1000);
+    const again = ws.take((r) => r.verb === 'subscribe');
+    assert.equal(again.args.since, 'p1');
+    ws.fail(again, 'forbidden', 'no longer allowed');
+    await tick();
+    assert.equal(errors.at(-1).code, 'forbidden');
+    assert.equal(errors.at(-1).subscription, sub);
+    assert.equal(got.at(-1).event, 'error');
     c.disconnect();
   });
 

@@ -102,6 +102,55 @@ describe('liveList', () => {
     await ll.close();
   });
 
+  test('the equivalence rule: liveLists with many filters equal get_list after random changes', async () => {
+    const list = await w.create('todo-list', { name: 'Equivalence' });
+    const other = await w.create('todo-list', { name: 'Equivalence-other' });
+    const scope = { list_id__in: [list.id, other.id] };
+    const filters = [
+      {},
+      { done: true },
+      { done__ne: true, position__gte: 2 },
+      { text__icontains: 'é' },
+      { text__contains: 'B' },
+      { text__startswith: 'a' },
+      { $or: [{ position__lt: 1 }, { text__contains: '%' }] },
+      { $not: { $or: [{ done: false }, { position__in: [1, 2] }] } },
+      { position__in: [] },
+      { list_id: other.id, text__gt: 'a' },
+    ];
+    const orders = [['text'], ['-position', 'text'], ['done', '-text'], []];
+    const lls = filters.map((f, i) => c.liveList('todo-item', { ...scope, ...f }, { order_by: orders[i % orders.length] }));
+    await Promise.all(lls.map((l) => l.ready));
+    const texts = ['apple', 'Banana', 'ÉCLAIR', 'éclair', 'a%b', 'abc_', 'B', 'a', '\u{1F600}', '\uFFFD', 'zeta'];
+    let seed = 7;
+    const rnd = (n) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+    const ids = [];
+    for (let round = 0; round < 6; round++) {
+      const ops = [];
+      for (let i = 0; i < 12; i++) {
+        const k = rnd(10);
+        if (k < 5 || ids.length < 4) {
+          ops.push(w.create('todo-item', { list_id: rnd(3) ? list.id : other.id, text: texts[rnd(texts.length)], position: rnd(4), done: !!rnd(2) }).then((r) => ids.push(r.id)));
+        } else if (k < 9) {
+          const data = [{ done: !!rnd(2) }, { position: rnd(4) }, { text: texts[rnd(texts.length)] }, { list_id: rnd(2) ? list.id : other.id }][rnd(4)];
+          ops.push(w.update('todo-item', ids[rnd(ids.length)], data).catch((e) => { if (e.code !== 'not_found') throw e; }));
+        } else {
+          ops.push(w.delete('todo-item', ids[rnd(ids.length)]).catch((e) => { if (e.code !== 'not_found') throw e; }));
+        }
+      }
+      await Promise.all(ops);
+    }
+    for (const [i, ll] of lls.entries()) {
+      await converges(ll, w, 'todo-item', { ...scope, ...filters[i] }, orders[i % orders.length]).catch((err) => {
+        err.message = `filter ${JSON.stringify(filters[i])} order ${JSON.stringify(orders[i % orders.length])}: ${err.message}`;
+        throw err;
+      });
+    }
+    assert.ok(lls[0].items.length > 5, 'the random changes left some rows');
+    assert.deepEqual(lls[8].items, [], 'in: [] matches nothing');
+    await Promise.all(lls.map((l) => l.close()));
+  });
+
   test('close() stops updates; onChange off works', async () => {
     const list = await w.create('todo-list', { name: 'LL3' });
     const ll = liveList(c, 'todo-item', { list_id: list.id });
