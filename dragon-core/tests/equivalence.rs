@@ -38,7 +38,9 @@ mod sample {
 }
 
 const FIELDS: [&str; 6] = ["id", "n", "f", "s", "b", "t"];
-const ALPHABET: &[&str] = &["a", "A", "b", "B", "é", "É", "%", "_", "\\", " ", "z", "Z", "中", "ß"];
+const ALPHABET: &[&str] = &[
+    "a", "A", "b", "B", "é", "É", "%", "_", "\\", " ", "z", "Z", "中", "ß",
+];
 
 fn text() -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(ALPHABET), 0..4).prop_map(|parts| parts.concat())
@@ -76,7 +78,9 @@ fn value_for(field: &'static str) -> BoxedStrategy<Value> {
     match field {
         "id" => (0i64..40).prop_map(Value::from).boxed(),
         "n" => (-2i64..3).prop_map(Value::from).boxed(),
-        "f" => prop::sample::select(vec![-1.5f64, 0.0, 1.0, 2.25]).prop_map(Value::from).boxed(),
+        "f" => prop::sample::select(vec![-1.5f64, 0.0, 1.0, 2.25])
+            .prop_map(Value::from)
+            .boxed(),
         "s" => text().prop_map(Value::from).boxed(),
         "b" => any::<bool>().prop_map(Value::from).boxed(),
         _ => (instant(), prop::sample::select(vec![0i32, 3600, -5400]))
@@ -97,9 +101,18 @@ fn leaf() -> impl Strategy<Value = (String, Value)> {
         if field == "s" {
             ops.extend(["contains", "icontains", "startswith"]);
         }
-        (prop::sample::select(ops), value_for(field), prop::collection::vec(value_for(field), 0..3), any::<bool>())
+        (
+            prop::sample::select(ops),
+            value_for(field),
+            prop::collection::vec(value_for(field), 0..3),
+            any::<bool>(),
+        )
             .prop_map(move |(op, v, list, flag)| {
-                let key = if op.is_empty() { field.to_owned() } else { format!("{field}__{op}") };
+                let key = if op.is_empty() {
+                    field.to_owned()
+                } else {
+                    format!("{field}__{op}")
+                };
                 let value = match op {
                     "in" => Value::Array(list),
                     "isnull" => Value::Bool(flag),
@@ -111,9 +124,8 @@ fn leaf() -> impl Strategy<Value = (String, Value)> {
 }
 
 fn filter() -> impl Strategy<Value = Value> {
-    let leaf_obj = prop::collection::vec(leaf(), 1..3).prop_map(|entries| {
-        Value::Object(entries.into_iter().collect::<Map<String, Value>>())
-    });
+    let leaf_obj = prop::collection::vec(leaf(), 1..3)
+        .prop_map(|entries| Value::Object(entries.into_iter().collect::<Map<String, Value>>()));
     leaf_obj.prop_recursive(3, 12, 3, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..3).prop_map(|fs| json!({"$or": fs})),
@@ -141,14 +153,21 @@ async fn database(postgres: bool) -> DatabaseConnection {
     let url = if postgres {
         let base = std::env::var("DRAGON_TEST_PG")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        let admin = dragon_core::db::connect(&base).await.expect("PostgreSQL must be running");
-        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+        let admin = dragon_core::db::connect(&base)
+            .await
+            .expect("PostgreSQL must be running");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
         format!("{}/{name}", base.rsplit_once('/').unwrap().0)
     } else {
         format!("sqlite://{}/{name}.sqlite", std::env::temp_dir().display())
     };
     let db = dragon_core::db::connect(&url).await.unwrap();
-    dragon_core::db::create_table(&db, sample::Entity).await.unwrap();
+    dragon_core::db::create_table(&db, sample::Entity)
+        .await
+        .unwrap();
     db
 }
 
@@ -160,9 +179,18 @@ async fn setup(postgres: bool) -> Env {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = dragon.router();
-    tokio::spawn(async move { dragon.serve_until(listener, app, std::future::pending()).await });
+    tokio::spawn(async move {
+        dragon
+            .serve_until(listener, app, std::future::pending())
+            .await
+    });
     let client = Client::connect(&format!("ws://{addr}/ws")).await.unwrap();
-    Env { partial: Default::default(), db, client, schema }
+    Env {
+        partial: Default::default(),
+        db,
+        client,
+        schema,
+    }
 }
 
 async fn check(env: &Env, rows: Vec<Row>, filters: Vec<Value>) -> Result<(), TestCaseError> {
@@ -175,7 +203,10 @@ async fn check(env: &Env, rows: Vec<Row>, filters: Vec<Value>) -> Result<(), Tes
         t: Set(r.t),
         ..Default::default()
     });
-    sample::Entity::insert_many(models).exec(&env.db).await.unwrap();
+    sample::Entity::insert_many(models)
+        .exec(&env.db)
+        .await
+        .unwrap();
     let stored: Vec<Map<String, Value>> = sample::Entity::find()
         .all(&env.db)
         .await
@@ -204,9 +235,13 @@ async fn check(env: &Env, rows: Vec<Row>, filters: Vec<Value>) -> Result<(), Tes
             .collect();
         prop_assert_eq!(&from_sql, &in_memory, "filter {} over rows {:?}", f, stored);
         if !from_sql.is_empty() && from_sql.len() < stored.len() {
-            env.partial.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            env.partial
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        prop_assert_eq!(out.meta.unwrap()["total"].as_u64(), Some(from_sql.len() as u64));
+        prop_assert_eq!(
+            out.meta.unwrap()["total"].as_u64(),
+            Some(from_sql.len() as u64)
+        );
     }
     Ok(())
 }
@@ -218,18 +253,29 @@ fn run(postgres: bool) {
         .build()
         .unwrap();
     let env = rt.block_on(setup(postgres));
-    let cases = std::env::var("DRAGON_PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64);
+    let cases = std::env::var("DRAGON_PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(64);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = (prop::collection::vec(row(), 1..10), prop::collection::vec(filter(), 1..12));
+    let strategy = (
+        prop::collection::vec(row(), 1..10),
+        prop::collection::vec(filter(), 1..12),
+    );
     runner
-        .run(&strategy, |(rows, filters)| rt.block_on(check(&env, rows, filters)))
+        .run(&strategy, |(rows, filters)| {
+            rt.block_on(check(&env, rows, filters))
+        })
         .unwrap();
     let partial = env.partial.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(partial as u32 >= cases, "too few discriminating filters: {partial}");
+    assert!(
+        partial as u32 >= cases,
+        "too few discriminating filters: {partial}"
+    );
     rt.shutdown_timeout(Duration::from_secs(1));
 }
 

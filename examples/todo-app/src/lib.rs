@@ -25,6 +25,24 @@ pub async fn open_database(url: &str) -> Result<DatabaseConnection, DbErr> {
     Ok(db)
 }
 
+/// The broker `REDIS_URL` asks for (a [`dragon_core::broker::RedisBroker`] with default
+/// options; `redis-cluster://` and `redis-sentinel://` URLs work too), or `None` for the
+/// in-memory one.
+pub async fn broker_from_env() -> Result<Option<Arc<dyn Broker>>, dragon_core::broker::BrokerError>
+{
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => {
+            let broker = dragon_core::broker::RedisBroker::connect(
+                &url,
+                dragon_core::broker::RedisOptions::default(),
+            )
+            .await?;
+            Ok(Some(Arc::new(broker)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Server-set timestamps, to the microsecond every database keeps.
 fn now() -> Value {
     Value::from(

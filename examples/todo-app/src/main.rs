@@ -1,7 +1,9 @@
 //! Runs the todo-app: `cargo run -p todo-app`, then open http://127.0.0.1:8000/.
 //!
 //! `DRAGON_ADDR` (default 127.0.0.1:8000), `DATABASE_URL` (default a SQLite file,
-//! or `postgres://...`), `RUST_LOG` for logs.
+//! or `postgres://...`), `REDIS_URL` (several nodes share changes through Redis; default
+//! in-memory, one node), `DRAGON_PUBLISH_SECRET` (enables `POST /dragon/publish`),
+//! `RUST_LOG` for logs.
 
 use tracing_subscriber::EnvFilter;
 
@@ -16,7 +18,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| todo_app::DEFAULT_DATABASE_URL.into());
     let db = todo_app::open_database(&url).await?;
-    let dragon = todo_app::dragon(&db, None);
+    let mut builder = todo_app::builder(&db);
+    if let Some(broker) = todo_app::broker_from_env().await? {
+        tracing::info!("broker: Redis");
+        builder = builder.broker(broker);
+    }
+    if let Ok(secret) = std::env::var("DRAGON_PUBLISH_SECRET") {
+        builder = builder.publish_secret(secret);
+    }
+    let dragon = builder.build();
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!(
         "todo-app on http://{}/ (database {})",
