@@ -69,11 +69,11 @@ impl Fleet {
                 if let Some(frame) = setup {
                     ws.send(Message::Text(frame.into())).await.expect("setup");
                     while let Some(Ok(msg)) = ws.next().await {
-                        if let Message::Text(t) = msg {
-                            if t.as_str().contains("\"ok\":") {
-                                assert!(t.as_str().contains("\"ok\":true"), "setup failed: {t}");
-                                break;
-                            }
+                        if let Message::Text(t) = msg
+                            && t.as_str().contains("\"ok\":")
+                        {
+                            assert!(t.as_str().contains("\"ok\":true"), "setup failed: {t}");
+                            break;
                         }
                     }
                 }

@@ -82,13 +82,13 @@ pub trait ModelHooks: Publish {
 
 /// Published states loaded before a write, waiting for the hook after it.
 /// Keyed by route, primary key and task, so concurrent writers never see each other's.
-static BEFORE: Mutex<
-    Option<HashMap<(&'static str, String, String), (Instant, Map<String, Value>)>>,
-> = Mutex::new(None);
+type StashKey = (&'static str, String, String);
+type Stash = HashMap<StashKey, (Instant, Map<String, Value>)>;
+static BEFORE: Mutex<Option<Stash>> = Mutex::new(None);
 
 const STALE: Duration = Duration::from_secs(60);
 
-fn stash_key<M: Publish>(pk: &str) -> (&'static str, String, String) {
+fn stash_key<M: Publish>(pk: &str) -> StashKey {
     let task = tokio::task::try_id()
         .map(|id| format!("task {id}"))
         .unwrap_or_else(|| format!("{:?}", std::thread::current().id()));
@@ -161,10 +161,11 @@ where
 {
     let am = M::before_save(am, db, insert).await?;
     check_transaction::<C>()?;
-    if !insert && touches_published::<M>(&am) {
-        if let (Some(pk), Some(old)) = (pk_string(&am), load::<M, C>(&am, db).await?) {
-            stash_put::<M>(&pk, old.to_published());
-        }
+    if !insert
+        && touches_published::<M>(&am)
+        && let (Some(pk), Some(old)) = (pk_string(&am), load::<M, C>(&am, db).await?)
+    {
+        stash_put::<M>(&pk, old.to_published());
     }
     Ok(am)
 }
@@ -183,10 +184,10 @@ where
         publish::emit(M::ROUTE, Message::created(new)).await;
     } else {
         let pk = format!("{:?}", model.get_primary_key_value());
-        if let Some(old) = stash_take::<M>(&pk) {
-            if old != new {
-                publish::emit(M::ROUTE, Message::updated(old, new)).await;
-            }
+        if let Some(old) = stash_take::<M>(&pk)
+            && old != new
+        {
+            publish::emit(M::ROUTE, Message::updated(old, new)).await;
         }
     }
     Ok(model)

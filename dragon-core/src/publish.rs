@@ -6,9 +6,11 @@
 //! after commit, dropped on rollback) or, outside one, publishes at once (the statement has
 //! already committed).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use sea_orm::{DbErr, TransactionError, TransactionTrait};
 
@@ -88,7 +90,8 @@ where
 }
 
 /// Publishes one change or event on `route`: queued if a [`transaction`] is open, else now.
-/// A broker failure is logged, never returned: the data is already committed.
+/// A broker failure is never returned (the data is already committed): the change waits in
+/// the retry queue and is published, in order, once the broker is back.
 pub async fn emit(route: &str, message: Message) {
     let mut message = Some(message);
     let queued = PENDING
@@ -103,12 +106,85 @@ pub async fn emit(route: &str, message: Message) {
     }
     let message = message.expect("not queued");
     match current() {
-        Some(broker) => {
-            if let Err(err) = broker.publish(route, message).await {
-                tracing::error!(%route, error = %err, "publishing a committed change failed");
-            }
-        }
+        Some(broker) => publish_or_retry(broker, route, message).await,
         None => tracing::warn!(%route, "no Dragon broker installed; change not published"),
+    }
+}
+
+/// Committed changes the broker refused, oldest first, with the broker each is for.
+type RetryQueue = VecDeque<(Arc<dyn Broker>, String, Message)>;
+
+#[derive(Default)]
+struct Retry {
+    queue: RetryQueue,
+    running: bool,
+}
+
+static RETRY: Mutex<Retry> = Mutex::new(Retry {
+    queue: VecDeque::new(),
+    running: false,
+});
+
+/// At most this many changes wait for a broker; beyond, the oldest are dropped (logged).
+const RETRY_CAPACITY: usize = 100_000;
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// How many committed changes are waiting for their broker.
+pub fn pending_retries() -> usize {
+    RETRY.lock().expect("retry lock").queue.len()
+}
+
+async fn publish_or_retry(broker: Arc<dyn Broker>, route: &str, message: Message) {
+    {
+        let mut retry = RETRY.lock().expect("retry lock");
+        if !retry.queue.is_empty() {
+            // Keep order: nothing overtakes a change that is still waiting.
+            enqueue(&mut retry, broker, route, message);
+            return;
+        }
+    }
+    if let Err(err) = broker.publish(route, message.clone()).await {
+        tracing::warn!(%route, error = %err, "broker refused a committed change; will retry");
+        enqueue(
+            &mut RETRY.lock().expect("retry lock"),
+            broker,
+            route,
+            message,
+        );
+    }
+}
+
+fn enqueue(retry: &mut Retry, broker: Arc<dyn Broker>, route: &str, message: Message) {
+    if retry.queue.len() >= RETRY_CAPACITY {
+        retry.queue.pop_front();
+        tracing::error!("retry queue full: the oldest committed change was dropped");
+    }
+    retry.queue.push_back((broker, route.to_owned(), message));
+    if !retry.running {
+        retry.running = true;
+        tokio::spawn(drain_retries());
+    }
+}
+
+async fn drain_retries() {
+    loop {
+        let front = {
+            let mut retry = RETRY.lock().expect("retry lock");
+            match retry.queue.front() {
+                Some(item) => item.clone(),
+                None => {
+                    retry.running = false;
+                    return;
+                }
+            }
+        };
+        let (broker, route, message) = front;
+        match broker.publish(&route, message).await {
+            Ok(()) => {
+                RETRY.lock().expect("retry lock").queue.pop_front();
+            }
+            Err(_) => tokio::time::sleep(RETRY_EVERY).await,
+        }
     }
 }
 
@@ -119,4 +195,70 @@ pub(crate) fn foreign_transaction_error() -> DbErr {
          Dragon cannot know whether it commits, so it refuses rather than publish too early"
             .to_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::broker::{BrokerError, Envelope, History, Position};
+
+    /// Refuses the first `fail` publishes, then records them.
+    struct Flaky {
+        fail: AtomicUsize,
+        got: Mutex<Vec<Message>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Broker for Flaky {
+        async fn publish(&self, _route: &str, message: Message) -> Result<(), BrokerError> {
+            if self.fail.load(Ordering::SeqCst) > 0 {
+                self.fail.fetch_sub(1, Ordering::SeqCst);
+                return Err(BrokerError::Unavailable("down".into()));
+            }
+            self.got.lock().unwrap().push(message);
+            Ok(())
+        }
+        fn messages(&self) -> mpsc::UnboundedReceiver<Envelope> {
+            mpsc::unbounded_channel().1
+        }
+        async fn history(&self, _: &str, _: Position) -> Result<History, BrokerError> {
+            Ok(History::Gone)
+        }
+        async fn head(&self, _: &str) -> Result<Position, BrokerError> {
+            Ok(Position(0, 0))
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_changes_are_retried_in_order() {
+        let flaky = Arc::new(Flaky {
+            fail: AtomicUsize::new(3),
+            got: Mutex::new(Vec::new()),
+        });
+        let broker: Arc<dyn Broker> = flaky.clone();
+        with_broker(broker, async {
+            for i in 0..5 {
+                emit("r", Message::custom("e", serde_json::json!(i))).await;
+            }
+        })
+        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while flaky.got.lock().unwrap().len() < 5 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got: Vec<_> = flaky.got.lock().unwrap().clone();
+        let order: Vec<_> = got
+            .iter()
+            .map(|m| match m {
+                Message::Custom { data, .. } => data.as_i64().unwrap(),
+                _ => -1,
+            })
+            .collect();
+        assert_eq!(order, [0, 1, 2, 3, 4], "nothing lost, nothing reordered");
+        assert_eq!(pending_retries(), 0);
+    }
 }

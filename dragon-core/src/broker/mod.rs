@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::protocol::ChangeKind;
 
-pub use memory::MemoryBroker;
+pub use memory::{HistoryLimits, MemoryBroker};
 #[cfg(feature = "redis")]
 pub use redis::{PUBLISH_LUA, RedisBroker, RedisOptions, RedisStats};
 

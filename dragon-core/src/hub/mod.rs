@@ -33,6 +33,8 @@ struct Sub {
     filter: Filter,
     /// Messages that arrived while the subscription was joining the stream.
     joining: Option<Vec<Envelope>>,
+    /// The position it joined at: anything at or before it was replayed or is known.
+    joined_at: Option<Position>,
 }
 
 #[derive(Default)]
@@ -119,10 +121,7 @@ impl RouteState {
 
 fn index_entry(filter: &Filter) -> Option<(String, FieldType, Vec<ScalarKey>)> {
     let (field, values) = filter.index_key()?;
-    let ty = match filter_field_type(filter, field) {
-        Some(ty) => ty,
-        None => return None,
-    };
+    let ty = filter_field_type(filter, field)?;
     Some((field.to_owned(), ty, values))
 }
 
@@ -283,6 +282,7 @@ impl Hub {
                     id: id.clone(),
                     filter,
                     joining: Some(Vec::new()),
+                    joined_at: None,
                 },
             );
             st.position
@@ -311,6 +311,7 @@ impl Hub {
         // dispatched since the subscription was added, of which only what lies past
         // `position` is new to the client.
         let buffered = sub.joining.take().unwrap_or_default();
+        sub.joined_at = Some(position);
         let fresh = buffered.iter().filter(|e| e.position > position);
         for env in replay.iter().chain(fresh) {
             let Some(slot) = classify(&sub.filter, &env.message) else {

@@ -29,12 +29,15 @@ pub trait Router: Send + Sync + 'static {
     async fn call(&self, ctx: &Ctx, verb: &str, args: Value) -> Result<Output, Error>;
 }
 
+type SubEntry = (Arc<str>, SubKey);
+
 /// One connection's state shared by its request tasks.
 pub struct Conn {
     pub(crate) id: String,
     pub(crate) user: RwLock<Option<Value>>,
     pub(crate) outbox: Arc<Outbox>,
-    subs: Mutex<HashMap<Arc<str>, (Arc<str>, SubKey)>>,
+    /// Subscription id -> (route, hub key).
+    subs: Mutex<HashMap<Arc<str>, SubEntry>>,
     next_sub: AtomicU64,
     max_subs: usize,
 }

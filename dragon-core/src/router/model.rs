@@ -399,10 +399,10 @@ where
                 continue;
             }
             for (name, v) in &self.validators {
-                if name == key {
-                    if let Err(msg) = v.check(value) {
-                        add(key, msg);
-                    }
+                if name == key
+                    && let Err(msg) = v.check(value)
+                {
+                    add(key, msg);
                 }
             }
             for (name, exists) in &self.references {

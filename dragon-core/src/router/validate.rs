@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+/// A custom check: the message to show, or nothing.
+pub type CheckFn = dyn Fn(&Value) -> Result<(), String> + Send + Sync;
+
 /// A check on one field's new value. Failing checks become `validation` details.
 #[derive(Clone)]
 pub enum Validator {
@@ -13,7 +16,7 @@ pub enum Validator {
     /// Number range, inclusive.
     Range { min: f64, max: f64 },
     /// Anything else: return the message to show.
-    Custom(Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>),
+    Custom(Arc<CheckFn>),
 }
 
 impl fmt::Debug for Validator {
