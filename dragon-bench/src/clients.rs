@@ -53,13 +53,14 @@ fn stamp(frame: &str) -> Option<u64> {
 }
 
 impl Fleet {
-    /// Connects `n` clients to `url`; each sends `hello_frames` first and waits for one
-    /// reply per frame sent (e.g. a subscribe), skipping any greeting.
-    pub async fn connect(url: &str, n: usize, setup: Option<String>) -> Fleet {
+    /// Connects `n` clients; each sends `setup` first (e.g. a subscribe) and waits for its
+    /// reply, skipping any greeting.
+    /// Clients are spread round-robin over `urls` (the nodes of one system).
+    pub async fn connect(urls: &[String], n: usize, setup: Option<String>) -> Fleet {
         let counters = Arc::new(Counters::default());
         let mut pending = Vec::new();
-        for _ in 0..n {
-            let url = url.to_owned();
+        for i in 0..n {
+            let url = urls[i % urls.len()].clone();
             let setup = setup.clone();
             let counters = counters.clone();
             pending.push(tokio::spawn(async move {

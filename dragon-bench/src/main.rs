@@ -46,9 +46,9 @@ pub struct Args {
     /// Deliveries per second in the latency phase (events are spaced to give this rate).
     #[arg(long, default_value_t = 50_000)]
     pub paced_rate: u64,
-    /// Broker for Dragon: `memory` (default), or as brokers.rs offers.
-    #[arg(long, default_value = "memory")]
-    pub broker: String,
+    /// Brokers to measure Dragon on: `memory` (one node) and/or `redis` (two nodes).
+    #[arg(long, value_delimiter = ',', default_value = "memory")]
+    pub broker: Vec<String>,
 }
 
 fn raise_fd_limit(needed: u64) {
@@ -94,13 +94,16 @@ fn main() {
             };
             let reference = reference::run(&plan).await;
             row(n, "reference (tokio-tungstenite broadcast)", &reference, 1.0);
-            for (mode, label) in [
-                (subject::Mode::AfterCommit, "published after commit"),
-                (subject::Mode::Insert, "SQLite insert + hooks"),
-            ] {
-                let dragon = subject::run(&plan, &args.broker, mode).await;
-                let ratio = dragon.deliveries_per_sec / reference.deliveries_per_sec;
-                row(n, &format!("dragon, {} broker, {label}", args.broker), &dragon, ratio);
+            for broker in &args.broker {
+                for (mode, label) in [
+                    (subject::Mode::AfterCommit, "published after commit"),
+                    (subject::Mode::Insert, "SQLite insert + hooks"),
+                ] {
+                    let dragon = subject::run(&plan, broker, mode).await;
+                    let ratio = dragon.deliveries_per_sec / reference.deliveries_per_sec;
+                    let nodes = if broker == "redis" { "2 nodes, redis" } else { "1 node, memory" };
+                    row(n, &format!("dragon ({nodes}), {label}"), &dragon, ratio);
+                }
             }
         }
     });

@@ -72,6 +72,35 @@ impl Source for Commits {
     }
 }
 
+/// One Dragon node on a free port.
+async fn node(
+    db: &DatabaseConnection,
+    broker: Arc<dyn dragon_core::broker::Broker>,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let router = ModelRouter::<bench_item::Model>::new(db.clone()).filterable(["list_id"]);
+    let dragon = Dragon::builder().broker(broker).route(router).build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = dragon.router();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = dragon
+            .serve_until(listener, app, async move {
+                let _ = stop_rx.await;
+            })
+            .await;
+    });
+    (format!("ws://{addr}/ws"), stop_tx, server)
+}
+
+/// Runs the plan on Dragon: clients spread evenly over the broker's nodes, events entering
+/// through the first node.
 pub async fn run(plan: &Plan, broker_kind: &str, mode: Mode) -> Figures {
     let db = dragon_core::db::connect("sqlite::memory:")
         .await
@@ -79,42 +108,27 @@ pub async fn run(plan: &Plan, broker_kind: &str, mode: Mode) -> Figures {
     dragon_core::db::create_table(&db, bench_item::Entity)
         .await
         .expect("schema");
-    let broker = crate::brokers::make(broker_kind).await;
-    let router = ModelRouter::<bench_item::Model>::new(db.clone()).filterable(["list_id"]);
-    let dragon = Dragon::builder()
-        .broker(broker.clone())
-        .route(router)
-        .build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = dragon.router();
-    let server_dragon = dragon.clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let _ = server_dragon
-            .serve_until(listener, app, async move {
-                let _ = stop_rx.await;
-            })
-            .await;
-    });
+    let brokers = crate::brokers::make(broker_kind).await;
+    let mut urls = Vec::new();
+    let mut stops = Vec::new();
+    for broker in &brokers {
+        let (url, stop, server) = node(&db, broker.clone()).await;
+        urls.push(url);
+        stops.push((stop, server));
+    }
     let subscribe =
         r#"{"id":1,"route":"bench-item","verb":"subscribe","args":{"filter":{"list_id":1}}}"#;
-    let fleet = Fleet::connect(
-        &format!("ws://{addr}/ws"),
-        plan.clients,
-        Some(subscribe.to_owned()),
-    )
-    .await;
+    let fleet = Fleet::connect(&urls, plan.clients, Some(subscribe.to_owned())).await;
     let mut source = Commits {
         db,
-        broker,
+        broker: brokers[0].clone(),
         mode,
         next_id: 0,
     };
     let figures = fleet.measure(plan, &mut source).await;
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    for (stop, server) in stops {
+        let _ = stop.send(());
+        let _ = server.await;
+    }
     figures
 }

@@ -15,6 +15,7 @@ pub mod db;
 pub mod error;
 pub mod filter;
 pub mod hub;
+pub mod metrics;
 pub mod model;
 pub mod protocol;
 pub mod publish;

@@ -97,6 +97,7 @@ impl Broker for MemoryBroker {
             route,
             position: Position(self.epoch, log.seq),
             message: Arc::new(message),
+            published_ms: crate::metrics::unix_ms(),
         };
         log.ring.push_back((now, envelope.clone()));
         self.trim(log, now);

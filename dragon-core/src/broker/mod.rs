@@ -96,6 +96,8 @@ pub struct Envelope {
     pub route: Arc<str>,
     pub position: Position,
     pub message: Arc<Message>,
+    /// When it was published (unix ms), for the commit-to-send latency metric.
+    pub published_ms: u64,
 }
 
 /// What a broker can fail with.

@@ -441,6 +441,8 @@ impl Shared {
             route: route.clone(),
             position,
             message: Arc::new(message),
+            // A stream entry id starts with Redis's clock at XADD: the publish time.
+            published_ms: position.0,
         };
         self.senders
             .lock()
@@ -663,6 +665,7 @@ impl Broker for RedisBroker {
                     route: route.clone(),
                     position: e.position,
                     message: Arc::new(message),
+                    published_ms: e.position.0,
                 }),
                 Err(err) => tracing::warn!(%route, position = %e.position, error = %err,
                     "unreadable message in the Redis stream; skipped"),

@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use crate::broker::{Broker, Envelope, History, Message, Position};
 use crate::error::Error;
 use crate::filter::Filter;
+use crate::metrics::Metrics;
 use crate::schema::{FieldType, ScalarKey};
 
 use frame::{Prepared, Slot, classify};
@@ -164,6 +165,7 @@ pub struct Joined {
 /// This node's subscriptions and fan-out.
 pub struct Hub {
     broker: Arc<dyn Broker>,
+    metrics: Arc<Metrics>,
     routes: RwLock<HashMap<Arc<str>, Arc<Mutex<RouteState>>>>,
     next_key: AtomicU64,
 }
@@ -173,6 +175,7 @@ impl Hub {
     pub fn start(broker: Arc<dyn Broker>) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             broker: broker.clone(),
+            metrics: Arc::default(),
             routes: RwLock::new(HashMap::new()),
             next_key: AtomicU64::new(1),
         });
@@ -189,6 +192,10 @@ impl Hub {
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.broker
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     fn route(&self, route: &str) -> Arc<Mutex<RouteState>> {
@@ -252,11 +259,17 @@ impl Hub {
             }
         }
         drop(st);
+        let mut delivered = 0;
         for mut hit in hits {
             hit.ids.sort_unstable();
             let frame = prepared.frame(hit.slot, &hit.ids);
-            hit.outbox.send_event(frame, &env.route, &hit.ids);
+            if hit.outbox.send_event(frame, &env.route, &hit.ids) {
+                delivered += 1;
+            } else {
+                self.metrics.resynced();
+            }
         }
+        self.metrics.delivered(delivered, env.published_ms);
     }
 
     /// Adds a subscription and joins it to the route's stream at `start`, with no gap and

@@ -63,11 +63,12 @@ impl Outbox {
         }
     }
 
-    /// Queues an event for `subs` of `route`, or, over the limit, marks them for resync.
-    pub fn send_event(&self, frame: Utf8Bytes, route: &Arc<str>, subs: &[Arc<str>]) {
+    /// Queues an event for `subs` of `route`, or, over the limit, marks them for resync
+    /// (and returns false).
+    pub fn send_event(&self, frame: Utf8Bytes, route: &Arc<str>, subs: &[Arc<str>]) -> bool {
         if self.queued.load(Ordering::Relaxed) < self.limit {
             self.send(Outbound::Text(frame));
-            return;
+            return true;
         }
         let mut resync = self.resync.lock().expect("resync lock");
         resync
@@ -81,6 +82,7 @@ impl Outbox {
             tracing::warn!(conn = self.id, "slow consumer closed");
             self.kill.notify_one();
         }
+        false
     }
 
     /// Called by the writer after each frame it sent.

@@ -240,7 +240,19 @@ fn handle_text(dragon: &Dragon, conn: &Arc<Conn>, in_flight: &Arc<AtomicUsize>, 
     tokio::spawn(publish::with_broker(broker, async move {
         let id = request.id.clone();
         let ctx = Ctx::new(conn.clone(), dragon.inner.hub.clone(), Some(id.clone()));
+        let (route, verb) = (request.route.clone(), request.verb.clone());
         let result = dispatch(&dragon, &ctx, request).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code().as_str(),
+        };
+        let known = dragon.inner.routers.contains_key(&route) || route == "dragon";
+        let label = if known { route.as_str() } else { "(unknown)" };
+        dragon
+            .inner
+            .hub
+            .metrics()
+            .request(label, &verb_label(&result, &verb), outcome);
         let already = ctx.replied.load(Ordering::Acquire);
         match result {
             Ok(out) if !already => conn
@@ -256,6 +268,14 @@ fn handle_text(dragon: &Dragon, conn: &Arc<Conn>, in_flight: &Arc<AtomicUsize>, 
         }
         in_flight.fetch_sub(1, Ordering::AcqRel);
     }));
+}
+
+/// Unknown verbs are counted under one label, so clients cannot grow the metrics.
+fn verb_label(result: &Result<Output, Error>, verb: &str) -> String {
+    match result {
+        Err(Error::UnknownVerb { .. } | Error::UnknownRoute(_)) => "(unknown)".to_owned(),
+        _ => verb.to_owned(),
+    }
 }
 
 async fn dispatch(dragon: &Dragon, ctx: &Ctx, request: Request) -> Result<Output, Error> {

@@ -219,6 +219,7 @@ impl Dragon {
         axum::Router::new()
             .route("/ws", get(ws_handler))
             .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
             .route("/dragon/publish", post(http_publish::publish))
             .route("/dragon/dragon.js", get(js(DRAGON_JS)))
             .route("/dragon/dragon.mjs", get(js(DRAGON_MJS)))
@@ -323,6 +324,14 @@ async fn ws_handler(
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| conn::run(dragon, socket, token, origin_ok))
+}
+
+async fn metrics(State(dragon): State<Dragon>) -> Response {
+    let hub = &dragon.inner.hub;
+    let body = hub
+        .metrics()
+        .render(dragon.connections(), hub.subscription_count());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn healthz(State(dragon): State<Dragon>) -> Response {

@@ -1,0 +1,69 @@
+//! HTTP beside the socket: health, metrics, and the JS client.
+
+mod common;
+
+use common::{Backend, TestApp, WAIT, http_raw};
+use serde_json::{Value, json};
+
+async fn health_metrics_and_client(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (status, body) = http_raw(app.addr, "GET", "/healthz", &[], b"").await;
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health, json!({"database": true, "broker": true}));
+
+    let c = app.client().await;
+    let list = c
+        .call("todo-list", "create", json!({"data": {"name": "L"}}))
+        .await
+        .unwrap();
+    let mut sub = c
+        .subscribe("todo-item", json!({"filter": {"list_id": list.data["id"]}}))
+        .await
+        .unwrap();
+    c.call(
+        "todo-item",
+        "create",
+        json!({"data": {"list_id": list.data["id"], "text": "x"}}),
+    )
+    .await
+    .unwrap();
+    sub.next_within(WAIT).await.expect("event");
+    let _ = c.call("todo-item", "no-such-verb", json!({})).await;
+    let _ = c.call("todo-list", "create", json!({"data": {}})).await;
+
+    let (status, text) = http_raw(app.addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(status, 200);
+    for line in [
+        "dragon_connections 1",
+        "dragon_subscriptions 1",
+        r#"dragon_requests_total{route="todo-item",verb="create",outcome="ok"} 1"#,
+        r#"dragon_requests_total{route="todo-list",verb="create",outcome="validation"} 1"#,
+        r#"dragon_requests_total{route="todo-item",verb="(unknown)",outcome="unknown_verb"} 1"#,
+        "dragon_events_delivered_total 1",
+        "dragon_delivery_latency_ms_count 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+
+    let (status, js) = http_raw(app.addr, "GET", "/dragon/dragon.js", &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(
+        js.contains("root.dragon = api"),
+        "the classic script defines the global"
+    );
+    let (status, mjs) = http_raw(app.addr, "GET", "/dragon/dragon.mjs", &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(mjs.contains("export"));
+    let (status, dts) = http_raw(app.addr, "GET", "/dragon/dragon.d.ts", &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(dts.contains("liveList"));
+    let (status, page) = http_raw(app.addr, "GET", "/", &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<html") || page.contains("<!doctype") || page.contains("<!DOCTYPE"));
+}
+
+both_backends!(health_metrics_and_client);
