@@ -80,6 +80,18 @@ impl Subscription {
     }
 }
 
+/// A subscription is a stream of its events (ending when the connection does).
+impl futures_util::Stream for Subscription {
+    type Item = Event;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        self.events.poll_recv(cx)
+    }
+}
+
 impl Client {
     /// Connects and waits for the server's `hello`.
     pub async fn connect(url: &str) -> Result<Client, ClientError> {

@@ -380,3 +380,108 @@ impl Hub {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::broker::MemoryBroker;
+    use crate::schema::Schema;
+
+    fn schema() -> Schema {
+        Schema::new(vec![])
+            .field("list_id", FieldType::Integer, false)
+            .field("text", FieldType::Text, false)
+    }
+
+    fn sub(filter: serde_json::Value, outbox: &Arc<Outbox>, id: &str) -> Sub {
+        Sub {
+            outbox: outbox.clone(),
+            id: Arc::from(id),
+            filter: Filter::parse(Some(&filter), &schema()).unwrap(),
+            joining: None,
+            joined_at: None,
+        }
+    }
+
+    fn change(old_list: Option<i64>, new_list: Option<i64>) -> Message {
+        let row = |l: i64| {
+            json!({"id": 1, "list_id": l, "text": "x"})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        Message::Change {
+            kind: crate::protocol::ChangeKind::Updated,
+            old: old_list.map(row),
+            new: new_list.map(row),
+        }
+    }
+
+    #[test]
+    fn pinned_equalities_are_looked_up_not_scanned() {
+        let (outbox, _rx) = Outbox::new(1, 100);
+        let mut st = RouteState::default();
+        for list in 0..10_000 {
+            st.insert(list as u64, sub(json!({"list_id": list}), &outbox, "s1"));
+        }
+        st.insert(20_000, sub(json!({"text__contains": "x"}), &outbox, "s2"));
+        st.insert(20_001, sub(json!({"list_id__in": [5, 6]}), &outbox, "s3"));
+        // A change in list 5 concerns list 5's subscription, the `in` one, and the unindexed one.
+        let mut got = st.candidates(&change(Some(5), Some(5)));
+        got.sort_unstable();
+        assert_eq!(got, [5, 20_000, 20_001]);
+        // Moving a row from list 7 to list 8 concerns both lists' subscribers.
+        let mut got = st.candidates(&change(Some(7), Some(8)));
+        got.sort_unstable();
+        assert_eq!(got, [7, 8, 20_000]);
+        // Removal cleans the index.
+        assert!(st.remove(5));
+        assert!(!st.remove(5));
+        let got = st.candidates(&change(None, Some(5)));
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            st.index["list_id"].1.len(),
+            10_000 - 1 + 1,
+            "list 5 stays for the `in` sub"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_frame_per_connection_shared_bytes() {
+        let hub = Hub::start(Arc::new(MemoryBroker::new()));
+        let (a, mut rx_a) = Outbox::new(1, 100);
+        let (b, mut rx_b) = Outbox::new(2, 100);
+        for (outbox, id) in [(&a, "s1"), (&a, "s2"), (&b, "s1")] {
+            let filter = Filter::parse(Some(&json!({"list_id": 3})), &schema()).unwrap();
+            hub.subscribe(outbox, "items", Arc::from(id), filter, Start::Now, |_| {
+                "reply".into()
+            })
+            .await
+            .unwrap();
+        }
+        let _ = (rx_a.recv().await, rx_a.recv().await, rx_b.recv().await); // replies
+        let row = json!({"id": 1, "list_id": 3, "text": "x"})
+            .as_object()
+            .unwrap()
+            .clone();
+        hub.broker()
+            .publish("items", Message::created(row))
+            .await
+            .unwrap();
+        let Some(Outbound::Text(fa)) = rx_a.recv().await else {
+            panic!()
+        };
+        let Some(Outbound::Text(fb)) = rx_b.recv().await else {
+            panic!()
+        };
+        assert!(
+            fa.as_str().contains(r#""subs":["s1","s2"]"#),
+            "{}",
+            fa.as_str()
+        );
+        assert!(fb.as_str().contains(r#""subs":["s1"]"#));
+        assert!(rx_a.try_recv().is_err(), "one frame per connection");
+    }
+}

@@ -59,8 +59,8 @@ struct Tokens;
 impl Authenticator for Tokens {
     async fn authenticate(&self, token: &str) -> Result<Option<Value>, Error> {
         Ok(match token {
-            "alice" => Some(json!({"name": "alice", "staff": true})),
-            "bob" => Some(json!({"name": "bob", "staff": false})),
+            "alice" => Some(json!({"name": "alice", "staff": true, "list": 1})),
+            "bob" => Some(json!({"name": "bob", "staff": false, "list": 2})),
             _ => None,
         })
     }
@@ -174,4 +174,161 @@ async fn required_auth_closes_4001(backend: Backend) {
     );
 }
 
-both_backends!(custom_verbs_and_events, required_auth_closes_4001);
+/// A router may force a scope: here each user sees and writes only their own list's items.
+async fn scope_is_forced_on_everything(backend: Backend) {
+    use dragon_core::ModelRouter;
+    use todo_app::entity::{todo_item, todo_list};
+    let url = common::fresh_database(backend).await;
+    let db = todo_app::open_database(&url).await.unwrap();
+    let items = ModelRouter::<todo_item::Model>::new(db.clone())
+        .filterable(["list_id", "text"])
+        .writable(["list_id", "text"])
+        .server_set("created_at", |_| json!(chrono::Utc::now().to_rfc3339()))
+        .scope(|ctx| Ok(json!({"list_id": ctx.require_user()?["list"]})));
+    let lists = ModelRouter::<todo_list::Model>::new(db.clone())
+        .writable(["name"])
+        .server_set("created_at", |_| json!(chrono::Utc::now().to_rfc3339()));
+    let dragon = dragon_core::Dragon::builder()
+        .route(items)
+        .route(lists)
+        .auth(Tokens)
+        .build();
+    let app = TestApp::serve(dragon, db, url).await;
+    let alice = Client::connect(&format!("{}?token=alice", app.ws_url()))
+        .await
+        .unwrap();
+    let bob = Client::connect(&format!("{}?token=bob", app.ws_url()))
+        .await
+        .unwrap();
+    for name in ["A", "B"] {
+        alice
+            .call("todo-list", "create", json!({"data": {"name": name}}))
+            .await
+            .unwrap();
+    }
+    let mut alice_sub = alice.subscribe("todo-item", json!({})).await.unwrap();
+    let mine = alice
+        .call(
+            "todo-item",
+            "create",
+            json!({"data": {"list_id": 1, "text": "a"}}),
+        )
+        .await
+        .unwrap()
+        .data;
+    let theirs = bob
+        .call(
+            "todo-item",
+            "create",
+            json!({"data": {"list_id": 2, "text": "b"}}),
+        )
+        .await
+        .unwrap()
+        .data;
+    assert_eq!(
+        alice_sub.next_within(WAIT).await.unwrap().data.unwrap()["id"],
+        mine["id"]
+    );
+    assert!(
+        alice_sub.next_within(QUIET).await.is_none(),
+        "bob's item is outside alice's scope"
+    );
+
+    let code = |r: Result<Output, ClientError>| match r {
+        Err(ClientError::Server(b)) => b.code,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    let seen = alice
+        .call("todo-item", "get_list", json!({"filter": {"list_id": 2}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.data,
+        json!([]),
+        "the client's filter cannot lift the scope"
+    );
+    assert_eq!(
+        alice
+            .call("todo-item", "get_list", json!({}))
+            .await
+            .unwrap()
+            .data
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        code(
+            alice
+                .call("todo-item", "get_single", json!({"id": theirs["id"]}))
+                .await
+        ),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(
+            alice
+                .call(
+                    "todo-item",
+                    "update",
+                    json!({"id": theirs["id"], "data": {"text": "x"}})
+                )
+                .await
+        ),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(
+            alice
+                .call("todo-item", "delete", json!({"id": theirs["id"]}))
+                .await
+        ),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(
+            alice
+                .call(
+                    "todo-item",
+                    "create",
+                    json!({"data": {"list_id": 2, "text": "sneaky"}})
+                )
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        code(
+            alice
+                .call(
+                    "todo-item",
+                    "update",
+                    json!({"id": mine["id"], "data": {"list_id": 2}})
+                )
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
+    let still = bob
+        .call("todo-item", "get_list", json!({}))
+        .await
+        .unwrap()
+        .data;
+    assert_eq!(
+        still.as_array().unwrap().len(),
+        1,
+        "nothing was created or moved into bob's list"
+    );
+    let anon = app.client().await;
+    assert_eq!(
+        code(anon.call("todo-item", "get_list", json!({})).await),
+        ErrorCode::Unauthenticated
+    );
+}
+
+both_backends!(
+    custom_verbs_and_events,
+    required_auth_closes_4001,
+    scope_is_forced_on_everything
+);

@@ -312,6 +312,11 @@ async fn live_filtered_subscriptions(backend: Backend) {
     };
     assert!(parse(&p2) > parse(&p1));
 
+    // A subscription is also a Stream.
+    new_item(&writer, b, "streamed").await;
+    let streamed = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut sub_b)).await;
+    assert_eq!(streamed.unwrap().unwrap().data.unwrap()["text"], "streamed");
+
     // Unsubscribed: nothing more.
     reader
         .call("todo-item", "unsubscribe", json!({"sub": sub_b.id}))
