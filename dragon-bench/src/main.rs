@@ -46,6 +46,12 @@ pub struct Args {
     /// Deliveries per second in the latency phase (events are spaced to give this rate).
     #[arg(long, default_value_t = 50_000)]
     pub paced_rate: u64,
+    /// Internal: run as the client process for these comma-separated URLs.
+    #[arg(long, hide = true)]
+    pub fleet: Option<String>,
+    /// Internal: the client process's first frame per client.
+    #[arg(long, hide = true)]
+    pub setup: Option<String>,
     /// Brokers to measure Dragon on: `memory` (one node) and/or `redis` (two nodes).
     #[arg(long, value_delimiter = ',', default_value = "memory")]
     pub broker: Vec<String>,
@@ -75,7 +81,17 @@ fn raise_fd_limit(needed: u64) {
 fn main() {
     let args = Args::parse();
     let max_clients = args.clients.iter().copied().max().unwrap_or(0) as u64;
-    raise_fd_limit(max_clients * 2 + 1024);
+    raise_fd_limit(max_clients + 1024);
+    if let Some(urls) = &args.fleet {
+        let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
+        let n = args.clients.first().copied().unwrap_or(0);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(clients::fleet_main(urls, n, args.setup.clone()));
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

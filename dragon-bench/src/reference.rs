@@ -55,7 +55,7 @@ pub async fn run(plan: &Plan) -> Figures {
             });
         }
     });
-    let fleet = Fleet::connect(&[format!("ws://{addr}/")], plan.clients, None).await;
+    let mut fleet = Fleet::connect(&[format!("ws://{addr}/")], plan.clients, None).await;
     while writers.lock().expect("writers").len() < plan.clients {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

@@ -43,6 +43,7 @@ struct Commits {
     broker: Arc<dyn dragon_core::broker::Broker>,
     mode: Mode,
     next_id: i64,
+    inflight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Source for Commits {
@@ -55,10 +56,22 @@ impl Source for Commits {
                 text: t0.to_string(),
             };
             let message = Message::created(row.to_published());
-            self.broker
-                .publish("bench-item", message)
+            // Many requests publish at once in a real app: keep up to 64 publishes in
+            // flight, so a broker's round trip bounds latency, not the event rate.
+            let permit = self
+                .inflight
+                .clone()
+                .acquire_owned()
                 .await
-                .expect("publish");
+                .expect("permits");
+            let broker = self.broker.clone();
+            tokio::spawn(async move {
+                broker
+                    .publish("bench-item", message)
+                    .await
+                    .expect("publish");
+                drop(permit);
+            });
             return;
         }
         let row = bench_item::ActiveModel {
@@ -118,12 +131,13 @@ pub async fn run(plan: &Plan, broker_kind: &str, mode: Mode) -> Figures {
     }
     let subscribe =
         r#"{"id":1,"route":"bench-item","verb":"subscribe","args":{"filter":{"list_id":1}}}"#;
-    let fleet = Fleet::connect(&urls, plan.clients, Some(subscribe.to_owned())).await;
+    let mut fleet = Fleet::connect(&urls, plan.clients, Some(subscribe.to_owned())).await;
     let mut source = Commits {
         db,
         broker: brokers[0].clone(),
         mode,
         next_id: 0,
+        inflight: Arc::new(tokio::sync::Semaphore::new(64)),
     };
     let figures = fleet.measure(plan, &mut source).await;
     for (stop, server) in stops {

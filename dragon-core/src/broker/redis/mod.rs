@@ -49,17 +49,19 @@
 //! A publish touches one key (the route's stream), so it works on a cluster; PUBLISH reaches
 //! subscribers on every cluster node.
 
+mod batch;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::clients::{Client, SubscriberClient};
+use fred::clients::{Client, Pool, SubscriberClient};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface, StreamsInterface};
+use fred::types::Builder;
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::scripts::Script;
-use fred::types::{Builder, Value as RedisValue};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -146,8 +148,13 @@ impl Track {
 }
 
 struct Shared {
-    client: Client,
+    /// Commands go round-robin over a few connections: fred sends scripts one at a time
+    /// per connection, so one connection would serialize every publish of the node.
+    pool: Pool,
     script: Script,
+    batch_script: Script,
+    /// Publishes wait here for the batching task (see `batch.rs`).
+    jobs: mpsc::UnboundedSender<batch::Job>,
     prefix: String,
     channel: String,
     history_len: String,
@@ -212,12 +219,14 @@ impl RedisBroker {
                 p.broadcast_channel_capacity = options.receive_buffer.max(1);
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
-        let client = builder.build().map_err(unavailable)?;
+        let pool = builder
+            .build_pool(COMMAND_CONNECTIONS)
+            .map_err(unavailable)?;
         let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
         let limit = options.connect_timeout;
         let timed_out =
             || BrokerError::Unavailable(format!("could not reach Redis within {limit:?}"));
-        tokio::time::timeout(limit, client.init())
+        tokio::time::timeout(limit, pool.init())
             .await
             .map_err(|_| timed_out())?
             .map_err(unavailable)?;
@@ -227,9 +236,12 @@ impl RedisBroker {
             .map_err(unavailable)?;
 
         let prefix = options.key_prefix.clone();
+        let (jobs, job_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            client,
+            pool,
             script: Script::from_lua(PUBLISH_LUA),
+            batch_script: batch::script(),
+            jobs,
             channel: format!("{prefix}events"),
             prefix,
             history_len: options.history_len.max(1).to_string(),
@@ -244,9 +256,15 @@ impl RedisBroker {
         });
         shared
             .script
-            .load(&shared.client)
+            .load(shared.client())
             .await
             .map_err(unavailable)?;
+        shared
+            .batch_script
+            .load(shared.client())
+            .await
+            .map_err(unavailable)?;
+        let publisher = tokio::spawn(batch::run(shared.clone(), job_rx));
 
         // Receivers first, so nothing published after the SUBSCRIBE below is missed.
         let messages = subscriber.message_rx();
@@ -268,7 +286,7 @@ impl RedisBroker {
         Ok(RedisBroker {
             shared,
             subscriber,
-            tasks: vec![receive, manage],
+            tasks: vec![receive, manage, publisher],
         })
     }
 
@@ -299,11 +317,11 @@ impl Drop for RedisBroker {
             task.abort();
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let client = self.shared.client.clone();
+            let pool = self.shared.pool.clone();
             let subscriber = self.subscriber.clone();
             rt.spawn(async move {
                 let _ = subscriber.quit().await;
-                let _ = client.quit().await;
+                let _ = pool.quit().await;
             });
         }
     }
@@ -348,13 +366,21 @@ struct Entry {
     message: Result<Message, String>,
 }
 
+/// How many command connections each node keeps (see `Shared::pool`).
+const COMMAND_CONNECTIONS: usize = 8;
+
 impl Shared {
+    /// The next command connection.
+    fn client(&self) -> &Client {
+        self.pool.next()
+    }
+
     fn stream_key(&self, route: &str) -> String {
         format!("{}stream:{route}", self.prefix)
     }
 
     fn ensure_connected(&self) -> Result<(), BrokerError> {
-        if self.client.is_connected() {
+        if self.client().is_connected() {
             Ok(())
         } else {
             Err(BrokerError::Unavailable(
@@ -376,7 +402,7 @@ impl Shared {
         let mut cursor = after;
         loop {
             let batch: Vec<(String, HashMap<String, String>)> = self
-                .client
+                .client()
                 .xrange_values(&key, format!("({cursor}"), end.as_str(), Some(BATCH))
                 .await
                 .map_err(unavailable)?;
@@ -403,7 +429,7 @@ impl Shared {
 
     async fn last_id(&self, route: &str) -> Result<Position, BrokerError> {
         let last: Vec<(String, HashMap<String, String>)> = self
-            .client
+            .client()
             .xrevrange_values(self.stream_key(route), "+", "-", Some(1))
             .await
             .map_err(unavailable)?;
@@ -609,7 +635,7 @@ async fn receive_loop(
                 Err(RecvError::Closed) => break,
             },
             _ = retry.tick(), if replay_owed => {
-                if subscriber.is_connected() && shared.client.is_connected() {
+                if subscriber.is_connected() && shared.client().is_connected() {
                     match subscriber.subscribe(shared.channel.clone()).await {
                         Ok(()) => replay_owed = !shared.catch_up().await,
                         Err(err) => tracing::debug!(error = %err, "still cannot subscribe"),
@@ -628,20 +654,17 @@ impl Broker for RedisBroker {
         s.ensure_connected()?;
         let json =
             serde_json::to_string(&message).map_err(|e| BrokerError::Other(e.to_string()))?;
-        let args: Vec<RedisValue> = vec![
-            s.channel.as_str().into(),
-            route.into(),
-            json.into(),
-            s.history_len.as_str().into(),
-            s.history_age_ms.as_str().into(),
-            s.trim.into(),
-        ];
-        let _id: String = s
-            .script
-            .evalsha_with_reload(&s.client, s.stream_key(route), args)
+        let (done, result) = tokio::sync::oneshot::channel();
+        s.jobs
+            .send(batch::Job {
+                route: route.to_owned(),
+                json,
+                done,
+            })
+            .map_err(|_| BrokerError::Unavailable("the publisher task stopped".into()))?;
+        result
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .map_err(|_| BrokerError::Unavailable("the publisher task stopped".into()))?
     }
 
     fn messages(&self) -> mpsc::UnboundedReceiver<Envelope> {
@@ -692,9 +715,9 @@ impl Broker for RedisBroker {
 
     async fn healthy(&self) -> bool {
         let s = &self.shared;
-        if !s.client.is_connected() || !self.subscriber.is_connected() {
+        if !s.client().is_connected() || !self.subscriber.is_connected() {
             return false;
         }
-        s.client.ping::<String>(None).await.is_ok()
+        s.client().ping::<String>(None).await.is_ok()
     }
 }
