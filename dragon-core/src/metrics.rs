@@ -22,7 +22,7 @@ pub struct Metrics {
     /// (route, verb, outcome) -> count; outcome is `ok` or an error code.
     requests: Mutex<BTreeMap<(String, String, &'static str), u64>>,
     events_delivered: AtomicU64,
-    resyncs: AtomicU64,
+    backlogged: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS_MS.len()],
     latency_count: AtomicU64,
     latency_sum_ms: AtomicU64,
@@ -55,8 +55,9 @@ impl Metrics {
             .fetch_add(latency * n, Ordering::Relaxed);
     }
 
-    pub fn resynced(&self) {
-        self.resyncs.fetch_add(1, Ordering::Relaxed);
+    /// An event held back for a slow consumer (merged, or owed as `resync`).
+    pub fn backlogged(&self) {
+        self.backlogged.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus exposition text.
@@ -97,14 +98,14 @@ impl Metrics {
             out,
             "# TYPE dragon_events_delivered_total counter\ndragon_events_delivered_total {delivered}"
         );
-        let resyncs = self.resyncs.load(Ordering::Relaxed);
+        let backlogged = self.backlogged.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
-            "# HELP dragon_resyncs_total Events not queued to slow consumers (told to resync)."
+            "# HELP dragon_events_backlogged_total Events held back for slow consumers (coalesced or owed as resync)."
         );
         let _ = writeln!(
             out,
-            "# TYPE dragon_resyncs_total counter\ndragon_resyncs_total {resyncs}"
+            "# TYPE dragon_events_backlogged_total counter\ndragon_events_backlogged_total {backlogged}"
         );
         let _ = writeln!(
             out,

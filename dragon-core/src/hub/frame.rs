@@ -109,7 +109,25 @@ impl<'a> Prepared<'a> {
     }
 }
 
+/// A frame for merged events (see `coalesce.rs`): the latest state, and for `updated` the
+/// given changed fields rather than the last message's.
+pub(crate) fn coalesced_frame(
+    env: &Envelope,
+    slot: Slot,
+    subs: &[Arc<str>],
+    changed: &[String],
+) -> Utf8Bytes {
+    let (prefix, suffix) = parts_with(env, slot, Some(changed));
+    let subs_json = serde_json::to_string(subs).expect("strings serialize");
+    Utf8Bytes::from(format!("{prefix}{subs_json}{suffix}"))
+}
+
 fn parts(env: &Envelope, slot: Slot) -> (String, String) {
+    parts_with(env, slot, None)
+}
+
+/// The frame around its `subs` list: `{"event":..,"route":..,"subs":` and the rest.
+fn parts_with(env: &Envelope, slot: Slot, changed_override: Option<&[String]>) -> (String, String) {
     let route = Value::from(&*env.route);
     let (event, data, changed) = match (&*env.message, slot) {
         (Message::Custom { event, data }, _) => (Value::from(event.as_str()), data.clone(), None),
@@ -125,8 +143,9 @@ fn parts(env: &Envelope, slot: Slot) -> (String, String) {
                 (ChangeKind::Deleted, _) => old,
                 _ => new,
             };
-            let changed = match (slot, old, new) {
-                (Slot::Updated, Some(o), Some(n)) => Some(changed_fields(o, n)),
+            let changed = match (slot, old, new, changed_override) {
+                (Slot::Updated, _, _, Some(fields)) => Some(fields.to_vec()),
+                (Slot::Updated, Some(o), Some(n), None) => Some(changed_fields(o, n)),
                 _ => None,
             };
             (

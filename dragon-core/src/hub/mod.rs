@@ -6,6 +6,7 @@
 //! subscriber of a route sees the same order, and a new subscription can be joined to the
 //! stream at an exact position (see [`Hub::subscribe`]).
 
+mod coalesce;
 mod frame;
 mod outbox;
 
@@ -23,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::schema::{FieldType, ScalarKey};
 
 use frame::{Prepared, Slot, classify};
-pub use outbox::{Outbound, Outbox};
+pub use outbox::{Outbound, Outbox, SLOW_CONSUMER_GRACE};
 
 /// A subscription's hub-wide key.
 pub type SubKey = u64;
@@ -263,10 +264,10 @@ impl Hub {
         for mut hit in hits {
             hit.ids.sort_unstable();
             let frame = prepared.frame(hit.slot, &hit.ids);
-            if hit.outbox.send_event(frame, &env.route, &hit.ids) {
+            if hit.outbox.send_event(frame, env, hit.slot, &hit.ids) {
                 delivered += 1;
             } else {
-                self.metrics.resynced();
+                self.metrics.backlogged();
             }
         }
         self.metrics.delivered(delivered, env.published_ms);
@@ -421,7 +422,7 @@ mod tests {
 
     #[test]
     fn pinned_equalities_are_looked_up_not_scanned() {
-        let (outbox, _rx) = Outbox::new(1, 100);
+        let (outbox, _rx) = Outbox::new(1, 100, outbox::SLOW_CONSUMER_GRACE);
         let mut st = RouteState::default();
         for list in 0..10_000 {
             st.insert(list as u64, sub(json!({"list_id": list}), &outbox, "s1"));
@@ -451,8 +452,8 @@ mod tests {
     #[tokio::test]
     async fn one_frame_per_connection_shared_bytes() {
         let hub = Hub::start(Arc::new(MemoryBroker::new()));
-        let (a, mut rx_a) = Outbox::new(1, 100);
-        let (b, mut rx_b) = Outbox::new(2, 100);
+        let (a, mut rx_a) = Outbox::new(1, 100, outbox::SLOW_CONSUMER_GRACE);
+        let (b, mut rx_b) = Outbox::new(2, 100, outbox::SLOW_CONSUMER_GRACE);
         for (outbox, id) in [(&a, "s1"), (&a, "s2"), (&b, "s1")] {
             let filter = Filter::parse(Some(&json!({"list_id": 3})), &schema()).unwrap();
             hub.subscribe(outbox, "items", Arc::from(id), filter, Start::Now, |_| {

@@ -1,8 +1,10 @@
 //! A connection's outbound queue, shared by its request tasks and the hub.
 //!
 //! Replies always queue. Events queue only while the queue is below its limit; past it the
-//! connection is a slow consumer: the affected subscriptions are remembered and, once the
-//! writer has caught up, told to reload with a `resync` frame, so nothing is dropped silently.
+//! connection is a slow consumer: its events are merged per object (coalescing: the latest
+//! state, see `coalesce.rs`), and those that cannot be merged (custom events, too many
+//! objects) mark their subscriptions for a `resync` frame. Once the writer has caught up it
+//! sends what is owed, so nothing is dropped silently.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,6 +15,10 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{Notify, mpsc};
 
+use super::coalesce::Coalesced;
+use super::frame::Slot;
+use crate::broker::Envelope;
+
 /// What the writer sends next.
 #[derive(Debug)]
 pub enum Outbound {
@@ -20,32 +26,52 @@ pub enum Outbound {
     Close(u16, String),
 }
 
-/// How long a connection may stay over its queue limit before it is closed with 4008.
-const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(10);
+/// How long a connection may stay behind by default before it is closed with 4008.
+pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(10);
+
+/// What a slow consumer is owed once its queue drains.
+#[derive(Default)]
+struct Backlog {
+    coalesced: Coalesced,
+    resync: BTreeMap<Arc<str>, BTreeSet<Arc<str>>>,
+    since: Option<Instant>,
+}
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.coalesced.is_empty() && self.resync.is_empty()
+    }
+}
 
 pub struct Outbox {
     id: u64,
     tx: mpsc::UnboundedSender<Outbound>,
     queued: AtomicUsize,
     limit: usize,
-    overflowed: AtomicBool,
-    overflow_since: Mutex<Option<Instant>>,
-    resync: Mutex<BTreeMap<Arc<str>, BTreeSet<Arc<str>>>>,
+    grace: Duration,
+    /// Set while anything is owed: new events then join the backlog, to keep their order.
+    backlogged: AtomicBool,
+    backlog: Mutex<Backlog>,
     /// Wakes the writer to give up on a consumer that cannot be helped.
     pub(crate) kill: Notify,
 }
 
 impl Outbox {
-    pub fn new(id: u64, limit: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
+    /// An outbox queueing up to `limit` events, closing a consumer behind for `grace`.
+    pub fn new(
+        id: u64,
+        limit: usize,
+        grace: Duration,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let outbox = Outbox {
             id,
             tx,
             queued: AtomicUsize::new(0),
             limit,
-            overflowed: AtomicBool::new(false),
-            overflow_since: Mutex::new(None),
-            resync: Mutex::new(BTreeMap::new()),
+            grace,
+            backlogged: AtomicBool::new(false),
+            backlog: Mutex::new(Backlog::default()),
             kill: Notify::new(),
         };
         (Arc::new(outbox), rx)
@@ -63,22 +89,36 @@ impl Outbox {
         }
     }
 
-    /// Queues an event for `subs` of `route`, or, over the limit, marks them for resync
-    /// (and returns false).
-    pub fn send_event(&self, frame: Utf8Bytes, route: &Arc<str>, subs: &[Arc<str>]) -> bool {
-        if self.queued.load(Ordering::Relaxed) < self.limit {
+    /// Queues an event frame (kind `slot` of `env`, for `subs`), or, for a slow consumer,
+    /// merges it into the backlog. Returns whether it was queued as is.
+    pub(crate) fn send_event(
+        &self,
+        frame: Utf8Bytes,
+        env: &Envelope,
+        slot: Slot,
+        subs: &[Arc<str>],
+    ) -> bool {
+        let room = || self.queued.load(Ordering::Relaxed) < self.limit;
+        if !self.backlogged.load(Ordering::Acquire) && room() {
             self.send(Outbound::Text(frame));
             return true;
         }
-        let mut resync = self.resync.lock().expect("resync lock");
-        resync
-            .entry(route.clone())
-            .or_default()
-            .extend(subs.iter().cloned());
-        self.overflowed.store(true, Ordering::Release);
-        let mut since = self.overflow_since.lock().expect("overflow lock");
-        let first = *since.get_or_insert_with(Instant::now);
-        if first.elapsed() > SLOW_CONSUMER_GRACE {
+        let mut backlog = self.backlog.lock().expect("backlog lock");
+        if backlog.is_empty() && room() {
+            drop(backlog);
+            self.send(Outbound::Text(frame));
+            return true;
+        }
+        self.backlogged.store(true, Ordering::Release);
+        if !backlog.coalesced.add(env, slot, subs) {
+            backlog
+                .resync
+                .entry(env.route.clone())
+                .or_default()
+                .extend(subs.iter().cloned());
+        }
+        let first = *backlog.since.get_or_insert_with(Instant::now);
+        if first.elapsed() > self.grace {
             tracing::warn!(conn = self.id, "slow consumer closed");
             self.kill.notify_one();
         }
@@ -90,23 +130,23 @@ impl Outbox {
         self.queued.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Once the queue has drained: the `resync` frames owed for dropped events.
-    pub fn take_resyncs(&self) -> Vec<Utf8Bytes> {
-        if self.queued.load(Ordering::Relaxed) > 0 || !self.overflowed.swap(false, Ordering::AcqRel)
-        {
+    /// Once the queue has drained: the merged events and `resync` frames owed.
+    pub fn take_owed(&self) -> Vec<Utf8Bytes> {
+        if self.queued.load(Ordering::Relaxed) > 0 || !self.backlogged.load(Ordering::Acquire) {
             return Vec::new();
         }
-        *self.overflow_since.lock().expect("overflow lock") = None;
-        let owed = std::mem::take(&mut *self.resync.lock().expect("resync lock"));
-        owed.into_iter()
-            .map(|(route, subs)| {
-                let frame = serde_json::json!({
-                    "event": "resync",
-                    "route": &*route,
-                    "subs": subs.iter().map(|s| &**s).collect::<Vec<_>>(),
-                });
-                Utf8Bytes::from(frame.to_string())
-            })
-            .collect()
+        let mut backlog = self.backlog.lock().expect("backlog lock");
+        let mut frames = backlog.coalesced.take_frames();
+        for (route, subs) in std::mem::take(&mut backlog.resync) {
+            let frame = serde_json::json!({
+                "event": "resync",
+                "route": &*route,
+                "subs": subs.iter().map(|s| &**s).collect::<Vec<_>>(),
+            });
+            frames.push(Utf8Bytes::from(frame.to_string()));
+        }
+        backlog.since = None;
+        self.backlogged.store(false, Ordering::Release);
+        frames
     }
 }

@@ -58,7 +58,7 @@ pub(super) async fn run(
 
     let n = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     let conn_id = format!("c{n}-{}", uuid::Uuid::new_v4().simple());
-    let (outbox, rx) = Outbox::new(n, inner.limits.max_queued);
+    let (outbox, rx) = Outbox::new(n, inner.limits.max_queued, inner.limits.slow_consumer_grace);
     let conn = Arc::new(Conn::new(
         conn_id.clone(),
         user.clone(),
@@ -167,8 +167,8 @@ async fn write_loop(
                 next = rx.try_recv().ok();
             }
         }
-        for resync in outbox.take_resyncs() {
-            if sink.feed(WsMessage::Text(resync)).await.is_err() {
+        for owed in outbox.take_owed() {
+            if sink.feed(WsMessage::Text(owed)).await.is_err() {
                 break 'outer None;
             }
         }

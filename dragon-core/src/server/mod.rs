@@ -38,6 +38,8 @@ pub struct Limits {
     pub max_subscriptions: usize,
     /// Frames queued for one connection before it counts as a slow consumer.
     pub max_queued: usize,
+    /// How long a slow consumer may stay behind before it is closed with 4008.
+    pub slow_consumer_grace: Duration,
 }
 
 impl Default for Limits {
@@ -47,6 +49,7 @@ impl Default for Limits {
             max_in_flight: 64,
             max_subscriptions: 1000,
             max_queued: 4096,
+            slow_consumer_grace: crate::hub::SLOW_CONSUMER_GRACE,
         }
     }
 }

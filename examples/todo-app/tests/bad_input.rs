@@ -351,3 +351,89 @@ both_backends!(
     limits_answer_rate_limited,
     graceful_shutdown_closes_1001,
 );
+
+/// A client that stops reading gets, once it reads again, each object's latest state rather
+/// than every intermediate one (coalescing), and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_gets_coalesced_latest_state() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    let limits = Limits {
+        max_queued: 8,
+        slow_consumer_grace: Duration::from_secs(120),
+        ..Limits::default()
+    };
+    let app = TestApp::start_with(Backend::Sqlite, None, |b| b.limits(limits)).await;
+    let writer = app.client().await;
+    let list = writer
+        .call("todo-list", "create", json!({"data": {"name": "L"}}))
+        .await
+        .unwrap()
+        .data["id"]
+        .clone();
+    let item = writer
+        .call(
+            "todo-item",
+            "create",
+            json!({"data": {"list_id": list, "text": "start"}}),
+        )
+        .await
+        .unwrap()
+        .data;
+    let (mut slow, _) = tokio_tungstenite::connect_async(app.ws_url())
+        .await
+        .unwrap();
+    let sub = json!({"id": 1, "route": "todo-item", "verb": "subscribe", "args": {"filter": {"list_id": list}}});
+    slow.send(Ws::Text(sub.to_string().into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Big updates, so the socket's buffers fill while the client reads nothing.
+    let updates = 1500;
+    for i in 0..updates {
+        let text = format!("{i:04}{}", "x".repeat(9_000));
+        writer
+            .call(
+                "todo-item",
+                "update",
+                json!({"id": item["id"], "data": {"text": text, "position": i}}),
+            )
+            .await
+            .unwrap();
+    }
+    let mut updated = 0;
+    let mut last_position = None;
+    let mut resyncs = 0;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(2), slow.next()).await {
+        let Ws::Text(t) = msg else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+        match v["event"].as_str() {
+            Some("updated") => {
+                updated += 1;
+                last_position = v["data"]["position"].as_i64();
+                let changed: Vec<&str> = v["changed"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_str().unwrap())
+                    .collect();
+                assert!(changed.contains(&"text"), "{changed:?}");
+            }
+            Some("resync") => resyncs += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        last_position,
+        Some(updates - 1),
+        "the last event carries the latest state"
+    );
+    assert!(
+        updated < updates,
+        "intermediate states were coalesced ({updated} of {updates} sent)"
+    );
+    assert_eq!(resyncs, 0, "changes to objects are merged, not dropped");
+    let (_, metrics) = common::http_raw(app.addr, "GET", "/metrics", &[], b"").await;
+    assert!(
+        !metrics.contains("dragon_events_backlogged_total 0\n"),
+        "{metrics}"
+    );
+}
