@@ -152,23 +152,29 @@ where
             .collect()
     }
 
+    /// Marks scalar fields with `flag` (JSON fields can be neither filtered nor ordered).
+    fn mark<'a>(
+        &mut self,
+        names: impl IntoIterator<Item = &'a str>,
+        what: &str,
+        flag: fn(&mut Field),
+    ) {
+        for n in self.declared(names, what) {
+            let f = self.schema.get_mut(&n).expect("declared");
+            assert!(f.ty != FieldType::Json, "dragon: {n:?} cannot be {what}");
+            flag(f);
+        }
+    }
+
     /// Fields clients may filter on.
     pub fn filterable<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
-        for n in self.declared(names, "filterable") {
-            let f = self.schema.get_mut(&n).expect("declared");
-            assert!(f.ty != FieldType::Json, "dragon: {n:?} cannot be filtered");
-            f.filterable = true;
-        }
+        self.mark(names, "filterable", |f| f.filterable = true);
         self
     }
 
     /// Fields clients may order by.
     pub fn orderable<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
-        for n in self.declared(names, "orderable") {
-            let f = self.schema.get_mut(&n).expect("declared");
-            assert!(f.ty != FieldType::Json, "dragon: {n:?} cannot be ordered");
-            f.orderable = true;
-        }
+        self.mark(names, "orderable", |f| f.orderable = true);
         self
     }
 

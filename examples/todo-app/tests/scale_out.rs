@@ -11,31 +11,15 @@ mod redis_support;
 
 use std::time::{Duration, Instant};
 
-use common::{QUIET, WAIT};
+use common::{WAIT, expect_quiet, new_list};
 use dragon_core::broker::RedisOptions;
 use dragon_core::client::{Client, ClientError, Subscription};
 use dragon_core::protocol::{ErrorCode, Event};
 use redis_support::{Nodes, RedisServer, isolated_options, post_json, redis_url};
 use serde_json::json;
 
-async fn new_list(c: &Client, name: &str) -> i64 {
-    c.call("todo-list", "create", json!({"data": {"name": name}}))
-        .await
-        .expect("create list")
-        .data["id"]
-        .as_i64()
-        .expect("id")
-}
-
 async fn new_item(c: &Client, list: i64, text: &str) -> i64 {
-    c.call(
-        "todo-item",
-        "create",
-        json!({"data": {"list_id": list, "text": text}}),
-    )
-    .await
-    .expect("create item")
-    .data["id"]
+    common::new_item(c, list, text).await["id"]
         .as_i64()
         .expect("id")
 }
@@ -50,12 +34,6 @@ async fn next(sub: &mut Subscription, what: &str) -> Event {
     sub.next_within(WAIT)
         .await
         .unwrap_or_else(|| panic!("no event arrived: expected {what}"))
-}
-
-async fn expect_quiet(sub: &mut Subscription) {
-    if let Some(e) = sub.next_within(QUIET).await {
-        panic!("unexpected event {e:?}");
-    }
 }
 
 /// `n` events, in arrival order.

@@ -2,30 +2,10 @@
 
 mod common;
 
-use common::{Backend, QUIET, TestApp, WAIT};
-use dragon_core::client::{Client, ClientError, Subscription};
+use common::{Backend, TestApp, WAIT, expect_quiet, new_item, new_list};
+use dragon_core::client::{ClientError, Subscription};
 use dragon_core::protocol::ErrorCode;
-use serde_json::{Value, json};
-
-async fn new_list(c: &Client, name: &str) -> i64 {
-    c.call("todo-list", "create", json!({"data": {"name": name}}))
-        .await
-        .expect("create list")
-        .data["id"]
-        .as_i64()
-        .expect("id")
-}
-
-async fn new_item(c: &Client, list: i64, text: &str) -> Value {
-    c.call(
-        "todo-item",
-        "create",
-        json!({"data": {"list_id": list, "text": text}}),
-    )
-    .await
-    .expect("create item")
-    .data
-}
+use serde_json::json;
 
 fn code(err: ClientError) -> ErrorCode {
     match err {
@@ -42,12 +22,6 @@ async fn expect_event(sub: &mut Subscription, kind: &str) -> dragon_core::protoc
     assert_eq!(e.event, kind, "event {e:?}");
     assert!(e.subs.contains(&sub.id), "event names its subscription");
     e
-}
-
-async fn expect_quiet(sub: &mut Subscription) {
-    if let Some(e) = sub.next_within(QUIET).await {
-        panic!("unexpected event {e:?}");
-    }
 }
 
 async fn crud(backend: Backend) {

@@ -197,3 +197,36 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// Creates a todo list; its id.
+pub async fn new_list(c: &dragon_core::client::Client, name: &str) -> i64 {
+    c.call(
+        "todo-list",
+        "create",
+        serde_json::json!({"data": {"name": name}}),
+    )
+    .await
+    .expect("create list")
+    .data["id"]
+        .as_i64()
+        .expect("id")
+}
+
+/// Creates a todo item; the object as stored.
+pub async fn new_item(c: &dragon_core::client::Client, list: i64, text: &str) -> serde_json::Value {
+    c.call(
+        "todo-item",
+        "create",
+        serde_json::json!({"data": {"list_id": list, "text": text}}),
+    )
+    .await
+    .expect("create item")
+    .data
+}
+
+/// Fails if an event arrives within [`QUIET`].
+pub async fn expect_quiet(sub: &mut dragon_core::client::Subscription) {
+    if let Some(e) = sub.next_within(QUIET).await {
+        panic!("unexpected event {e:?}");
+    }
+}
