@@ -184,7 +184,13 @@ async fn scope_is_forced_on_everything(backend: Backend) {
         .filterable(["list_id", "text"])
         .writable(["list_id", "text"])
         .server_set("created_at", |_| json!(chrono::Utc::now().to_rfc3339()))
-        .scope(|ctx| Ok(json!({"list_id": ctx.require_user()?["list"]})));
+        .scope(|ctx| Ok(json!({"list_id": ctx.require_user()?["list"]})))
+        .authorize(|ctx, verb| match verb {
+            "delete" if ctx.user().is_some_and(|u| u["staff"] != true) => {
+                Err(Error::Forbidden("only staff may delete".into()))
+            }
+            _ => Ok(()),
+        });
     let lists = ModelRouter::<todo_list::Model>::new(db.clone())
         .writable(["name"])
         .server_set("created_at", |_| json!(chrono::Utc::now().to_rfc3339()));

@@ -66,4 +66,30 @@ async fn health_metrics_and_client(backend: Backend) {
     assert!(page.contains("<html") || page.contains("<!doctype") || page.contains("<!DOCTYPE"));
 }
 
-both_backends!(health_metrics_and_client);
+/// Dragon's router nests into an existing axum app under a prefix of the app's choosing.
+async fn nests_into_an_existing_app(backend: Backend) {
+    let url = common::fresh_database(backend).await;
+    let db = todo_app::open_database(&url).await.unwrap();
+    let dragon = todo_app::dragon(&db, None);
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "the app's own page" }))
+        .nest("/live", dragon.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        dragon
+            .serve_until(listener, app, std::future::pending())
+            .await
+    });
+    let (status, body) = http_raw(addr, "GET", "/", &[], b"").await;
+    assert_eq!((status, body.as_str()), (200, "the app's own page"));
+    let (status, _) = http_raw(addr, "GET", "/live/healthz", &[], b"").await;
+    assert_eq!(status, 200);
+    let c = dragon_core::client::Client::connect(&format!("ws://{addr}/live/ws"))
+        .await
+        .unwrap();
+    let list = common::new_list(&c, "nested").await;
+    assert!(list > 0);
+}
+
+both_backends!(health_metrics_and_client, nests_into_an_existing_app);
