@@ -27,6 +27,19 @@ pub fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// This process's resident memory in KiB (`VmRSS`).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Sends one event stamped with `t0` to every client (through the system under test).
 pub trait Source {
     async fn send(&mut self, t0: u64);

@@ -52,6 +52,12 @@ pub struct Args {
     /// Internal: the client process's first frame per client.
     #[arg(long, hide = true)]
     pub setup: Option<String>,
+    /// Measure server memory per connection instead (each system in a fresh process).
+    #[arg(long)]
+    pub memory: bool,
+    /// Internal: report this system's memory (`reference` or `dragon`) and exit.
+    #[arg(long, hide = true)]
+    pub rss_of: Option<String>,
     /// Brokers to measure Dragon on: `memory` (one node) and/or `redis` (two nodes).
     #[arg(long, value_delimiter = ',', default_value = "memory")]
     pub broker: Vec<String>,
@@ -96,6 +102,21 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if let Some(system) = &args.rss_of {
+        let n = args.clients.first().copied().unwrap_or(0);
+        let (before, after) = rt.block_on(async {
+            match system.as_str() {
+                "reference" => reference::rss(n).await,
+                _ => subject::rss(n).await,
+            }
+        });
+        println!("rss {before} {after}");
+        return;
+    }
+    if args.memory {
+        memory_table(&args.clients);
+        return;
+    }
     rt.block_on(async {
         println!(
             "| clients | system | deliveries/s | vs reference | p50 ms | p99 ms |\n|---:|---|---:|---:|---:|---:|"
@@ -123,6 +144,40 @@ fn main() {
             }
         }
     });
+}
+
+/// Server memory per connection, each system measured in a process of its own (so neither
+/// reuses memory the other freed).
+fn memory_table(clients: &[usize]) {
+    println!(
+        "| clients | system | server KiB per connection | vs reference |\n|---:|---|---:|---:|"
+    );
+    for &n in clients {
+        let per_conn = |system: &str| {
+            let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+                .args(["--rss-of", system, "--clients", &n.to_string()])
+                .output()
+                .expect("child");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("rss "))
+                .unwrap_or_else(|| panic!("{system}: {text}"));
+            let v: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .map(|x| x.parse().unwrap_or(0.0))
+                .collect();
+            (v[1] - v[0]) / n as f64
+        };
+        let reference = per_conn("reference");
+        let dragon = per_conn("dragon");
+        println!("| {n} | reference (tokio-tungstenite broadcast) | {reference:.1} | 1.00 |");
+        println!(
+            "| {n} | dragon (1 node, memory, 1 subscription each) | {dragon:.1} | {:.2} |",
+            dragon / reference
+        );
+    }
 }
 
 fn row(n: usize, name: &str, f: &Figures, ratio: f64) {

@@ -29,7 +29,8 @@ impl Source for Broadcast {
     }
 }
 
-pub async fn run(plan: &Plan) -> Figures {
+/// The broadcaster on a free port: its URL, its writers, its accept task.
+async fn serve() -> (String, Writers, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -55,19 +56,34 @@ pub async fn run(plan: &Plan) -> Figures {
             });
         }
     });
-    let mut fleet = Fleet::connect(&[format!("ws://{addr}/")], plan.clients, None).await;
-    while writers.lock().expect("writers").len() < plan.clients {
+    (format!("ws://{addr}/"), writers, server)
+}
+
+async fn connected(writers: &Writers, n: usize) {
+    while writers.lock().expect("writers").len() < n {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let figures = fleet
-        .measure(
-            plan,
-            &mut Broadcast {
-                writers: writers.clone(),
-            },
-        )
-        .await;
+}
+
+pub async fn run(plan: &Plan) -> Figures {
+    let (url, writers, server) = serve().await;
+    let mut fleet = Fleet::connect(&[url], plan.clients, None).await;
+    connected(&writers, plan.clients).await;
+    let mut source = Broadcast {
+        writers: writers.clone(),
+    };
+    let figures = fleet.measure(plan, &mut source).await;
     server.abort();
     writers.lock().expect("writers").clear();
     figures
+}
+
+/// Resident memory (KiB) before and after `n` clients connect.
+pub async fn rss(n: usize) -> (u64, u64) {
+    let (url, writers, _server) = serve().await;
+    let before = crate::clients::rss_kib();
+    let _fleet = Fleet::connect(&[url], n, None).await;
+    connected(&writers, n).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    (before, crate::clients::rss_kib())
 }

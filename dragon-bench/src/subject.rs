@@ -146,3 +146,21 @@ pub async fn run(plan: &Plan, broker_kind: &str, mode: Mode) -> Figures {
     }
     figures
 }
+
+/// Resident memory (KiB) before and after `n` clients connect and subscribe.
+pub async fn rss(n: usize) -> (u64, u64) {
+    let db = dragon_core::db::connect("sqlite::memory:")
+        .await
+        .expect("sqlite");
+    dragon_core::db::create_table(&db, bench_item::Entity)
+        .await
+        .expect("schema");
+    let broker = crate::brokers::make("memory").await.remove(0);
+    let (url, _stop, _server) = node(&db, broker).await;
+    let before = crate::clients::rss_kib();
+    let subscribe =
+        r#"{"id":1,"route":"bench-item","verb":"subscribe","args":{"filter":{"list_id":1}}}"#;
+    let _fleet = Fleet::connect(&[url], n, Some(subscribe.to_owned())).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    (before, crate::clients::rss_kib())
+}

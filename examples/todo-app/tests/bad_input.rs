@@ -287,6 +287,13 @@ async fn bad_requests(backend: Backend) {
 async fn oversized_frame_closes_1009(backend: Backend) {
     let app = TestApp::start(backend).await;
     let c = app.client().await;
+    // Just under the limit is fine (and unknown top-level keys are ignored).
+    let near = json!({"id": 9, "route": "dragon", "verb": "ping", "pad": "x".repeat(60 * 1024)});
+    c.send_text(&near.to_string()).unwrap();
+    match c.next_other(WAIT).await {
+        Some(ServerFrame::Reply(r)) => assert!(r.ok, "{r:?}"),
+        other => panic!("expected a reply, got {other:?}"),
+    }
     let big = format!(
         r#"{{"id":1,"route":"todo-list","verb":"create","args":{{"data":{{"name":"{}"}}}}}}"#,
         "x".repeat(70 * 1024)
