@@ -333,8 +333,44 @@ async fn scope_is_forced_on_everything(backend: Backend) {
     );
 }
 
+/// With allowed origins configured, a socket from another origin is closed with 1008.
+async fn foreign_origin_closes_1008(backend: Backend) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = TestApp::start_with(backend, None, |b| {
+        b.allowed_origins(["http://good.example"])
+    })
+    .await;
+    let connect = |origin: &'static str| {
+        let mut req = app.ws_url().into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    let (mut bad, _) = connect("http://evil.example").await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), bad.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+            assert_eq!(u16::from(f.code), 1008)
+        }
+        other => panic!("expected close 1008, got {other:?}"),
+    }
+    let (mut good, _) = connect("http://good.example").await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), good.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+            assert!(t.as_str().contains("hello"))
+        }
+        other => panic!("expected hello, got {other:?}"),
+    }
+}
+
 both_backends!(
     custom_verbs_and_events,
     required_auth_closes_4001,
-    scope_is_forced_on_everything
+    scope_is_forced_on_everything,
+    foreign_origin_closes_1008
 );
