@@ -331,6 +331,18 @@ async fn scope_is_forced_on_everything(backend: Backend) {
         code(anon.call("todo-item", "get_list", json!({})).await),
         ErrorCode::Unauthenticated
     );
+    // The router's own permission check: bob (not staff) may not delete, even his own item.
+    assert_eq!(
+        code(
+            bob.call("todo-item", "delete", json!({"id": theirs["id"]}))
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
+    alice
+        .call("todo-item", "delete", json!({"id": mine["id"]}))
+        .await
+        .unwrap();
 }
 
 /// With allowed origins configured, a socket from another origin is closed with 1008.
