@@ -38,6 +38,8 @@ pub struct Conn {
     pub(crate) outbox: Arc<Outbox>,
     /// Subscription id -> (route, hub key).
     subs: Mutex<HashMap<Arc<str>, SubEntry>>,
+    /// Set (under the `subs` lock) once the connection has closed.
+    closed: AtomicBool,
     next_sub: AtomicU64,
     max_subs: usize,
 }
@@ -54,6 +56,7 @@ impl Conn {
             user: RwLock::new(user),
             outbox,
             subs: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
             next_sub: AtomicU64::new(1),
             max_subs,
         }
@@ -61,7 +64,11 @@ impl Conn {
 
     /// Drops every subscription of a closing connection.
     pub(crate) fn close(&self, hub: &Hub) {
-        let subs = std::mem::take(&mut *self.subs.lock().expect("subs lock"));
+        let subs = {
+            let mut subs = self.subs.lock().expect("subs lock");
+            self.closed.store(true, Ordering::Release);
+            std::mem::take(&mut *subs)
+        };
         for (_, (route, key)) in subs {
             hub.unsubscribe(&route, key);
         }
@@ -168,11 +175,14 @@ impl Ctx {
             )
             .await?;
         self.replied.store(true, Ordering::Release);
-        self.conn
-            .subs
-            .lock()
-            .expect("subs lock")
-            .insert(sub_id.clone(), (Arc::from(route), joined.key));
+        let mut subs = self.conn.subs.lock().expect("subs lock");
+        if self.conn.closed.load(Ordering::Acquire) {
+            // The connection closed while this subscription was joining: drop it too.
+            drop(subs);
+            self.hub.unsubscribe(route, joined.key);
+        } else {
+            subs.insert(sub_id.clone(), (Arc::from(route), joined.key));
+        }
         Ok(data)
     }
 

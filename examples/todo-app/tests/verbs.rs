@@ -302,6 +302,15 @@ async fn live_filtered_subscriptions(backend: Backend) {
         .call("todo-item", "unsubscribe", json!({"sub": sub_b.id}))
         .await;
     assert_eq!(code(again.unwrap_err()), ErrorCode::NotFound);
+
+    // A closed connection leaves no subscription behind.
+    assert_eq!(app.dragon.hub().subscription_count(), 1);
+    reader.close();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app.dragon.hub().subscription_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.dragon.hub().subscription_count(), 0);
 }
 
 async fn one_frame_per_connection(backend: Backend) {
