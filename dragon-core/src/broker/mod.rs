@@ -36,6 +36,10 @@ pub enum Message {
     },
     /// A router's own event (`message`, `like`, ...), delivered as `{"event": name, ...}`.
     Custom { event: String, data: Value },
+    /// Messages of the route never reached this node and cannot be replayed (the history was
+    /// trimmed past the gap): every subscription of the route gets `resync`. A broker makes
+    /// this for its own node; it is never published.
+    Gap,
 }
 
 impl Message {

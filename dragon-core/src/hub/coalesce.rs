@@ -40,7 +40,7 @@ pub(crate) fn object_key(message: &Message) -> Option<String> {
             .or(old.as_ref())
             .and_then(|o| o.get("id"))
             .map(|id| id.to_string()),
-        Message::Custom { .. } => None,
+        Message::Custom { .. } | Message::Gap => None,
     }
 }
 

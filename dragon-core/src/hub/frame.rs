@@ -38,6 +38,7 @@ pub(crate) fn classify(filter: &Filter, message: &Message) -> Option<Slot> {
             let object = data.as_object().unwrap_or(&empty);
             filter.matches(object).then_some(Slot::Custom)
         }
+        Message::Gap => None,
     }
 }
 
@@ -48,6 +49,12 @@ pub(crate) fn changed_fields(old: &Map<String, Value>, new: &Map<String, Value>)
         .map(|(k, _)| k.clone())
         .chain(old.keys().filter(|k| !new.contains_key(*k)).cloned())
         .collect()
+}
+
+/// The `resync` frame for `subs` of `route`: reload, something was missed.
+pub(crate) fn resync_frame(route: &str, subs: &[Arc<str>]) -> Utf8Bytes {
+    let frame = serde_json::json!({"event": "resync", "route": route, "subs": subs});
+    Utf8Bytes::from(frame.to_string())
 }
 
 /// One message's frames, serialized lazily and at most once per slot and `subs` list.
@@ -131,6 +138,7 @@ fn parts_with(env: &Envelope, slot: Slot, changed_override: Option<&[String]>) -
     let route = Value::from(&*env.route);
     let (event, data, changed) = match (&*env.message, slot) {
         (Message::Custom { event, data }, _) => (Value::from(event.as_str()), data.clone(), None),
+        (Message::Gap, _) => (Value::from("resync"), Value::Null, None),
         (Message::Change { old, new, kind }, slot) => {
             let name = match slot {
                 Slot::Created => ChangeKind::Created,

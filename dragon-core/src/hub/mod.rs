@@ -102,6 +102,7 @@ impl RouteState {
         let rows: [Option<&Map<String, Value>>; 2] = match message {
             Message::Change { old, new, .. } => [old.as_ref(), new.as_ref()],
             Message::Custom { data, .. } => [data.as_object(), None],
+            Message::Gap => [None, None],
         };
         for (field, (ty, by_value)) in &self.index {
             for row in rows.iter().flatten() {
@@ -226,6 +227,9 @@ impl Hub {
     fn dispatch(&self, env: &Envelope) {
         let state = self.route(&env.route);
         let mut st = state.lock().expect("route lock");
+        if let Message::Gap = *env.message {
+            return self.resync_all(&mut st, env);
+        }
         st.position = Some(env.position);
         let mut prepared = Prepared::new(env);
         // One frame per connection and frame kind, listing all its subscriptions concerned.
@@ -271,6 +275,26 @@ impl Hub {
             }
         }
         self.metrics.delivered(delivered, env.published_ms);
+    }
+
+    /// Tells every live subscription of the route to reload (one frame per connection).
+    fn resync_all(&self, st: &mut RouteState, env: &Envelope) {
+        let mut per_conn: HashMap<u64, (Arc<Outbox>, Vec<Arc<str>>)> = HashMap::new();
+        for sub in st.subs.values_mut() {
+            if let Some(joining) = &mut sub.joining {
+                joining.push(env.clone());
+                continue;
+            }
+            per_conn
+                .entry(sub.outbox.id())
+                .or_insert_with(|| (sub.outbox.clone(), Vec::new()))
+                .1
+                .push(sub.id.clone());
+        }
+        for (_, (outbox, mut ids)) in per_conn {
+            ids.sort_unstable();
+            outbox.send(Outbound::Text(frame::resync_frame(&env.route, &ids)));
+        }
     }
 
     /// Adds a subscription and joins it to the route's stream at `start`, with no gap and
@@ -328,6 +352,11 @@ impl Hub {
         sub.joined_at = Some(position);
         let fresh = buffered.iter().filter(|e| e.position > position);
         for env in replay.iter().chain(fresh) {
+            if let Message::Gap = *env.message {
+                let frame = frame::resync_frame(route, std::slice::from_ref(&id));
+                outbox.send(Outbound::Text(frame));
+                continue;
+            }
             let Some(slot) = classify(&sub.filter, &env.message) else {
                 continue;
             };

@@ -16,7 +16,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{Notify, mpsc};
 
 use super::coalesce::Coalesced;
-use super::frame::Slot;
+use super::frame::{Slot, resync_frame};
 use crate::broker::Envelope;
 
 /// What the writer sends next.
@@ -138,12 +138,8 @@ impl Outbox {
         let mut backlog = self.backlog.lock().expect("backlog lock");
         let mut frames = backlog.coalesced.take_frames();
         for (route, subs) in std::mem::take(&mut backlog.resync) {
-            let frame = serde_json::json!({
-                "event": "resync",
-                "route": &*route,
-                "subs": subs.iter().map(|s| &**s).collect::<Vec<_>>(),
-            });
-            frames.push(Utf8Bytes::from(frame.to_string()));
+            let subs: Vec<Arc<str>> = subs.into_iter().collect();
+            frames.push(resync_frame(&route, &subs));
         }
         backlog.since = None;
         self.backlogged.store(false, Ordering::Release);

@@ -637,3 +637,64 @@ async fn a_service_running_the_documented_script_reaches_every_node() {
     assert_eq!(back.reply["recovered"], true);
     assert_eq!(next(&mut back, "nudge").await.event, "nudge");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_the_history_no_longer_covers_sends_resync() {
+    // Node 2 can buffer one message and Redis keeps five: a burst overflows the buffer, the
+    // replay finds the history trimmed past the gap, and node 2's subscribers are told to
+    // reload instead of silently missing messages.
+    let options = RedisOptions {
+        history_len: 5,
+        exact_trim: true,
+        ..isolated_options()
+    };
+    let cluster = Nodes::start(1, &redis_url(), options.clone()).await;
+    let lagging = redis_support::connect_broker(
+        &cluster.url,
+        RedisOptions {
+            receive_buffer: 1,
+            ..options
+        },
+    )
+    .await;
+    let n2 = common::TestApp::serve(
+        todo_app::builder(&cluster.nodes[0].db)
+            .broker(lagging.clone())
+            .build(),
+        cluster.nodes[0].db.clone(),
+        cluster.nodes[0].database_url.clone(),
+    )
+    .await;
+    let c = n2.client().await;
+    let mut sub = c
+        .subscribe("todo-item", json!({}))
+        .await
+        .expect("subscribe");
+    let publisher = cluster.nodes[0].dragon.broker().clone();
+    let burst = (0..300).map(|i| {
+        let p = publisher.clone();
+        async move {
+            p.publish(
+                "todo-item",
+                dragon_core::broker::Message::custom("tick", json!({"i": i})),
+            )
+            .await
+        }
+    });
+    for r in futures_util::future::join_all(burst).await {
+        r.expect("publish");
+    }
+    let mut resyncs = 0;
+    while let Some(e) = sub.next_within(std::time::Duration::from_secs(2)).await {
+        if e.event == "resync" {
+            assert_eq!(e.subs, [sub.id.clone()]);
+            resyncs += 1;
+        }
+    }
+    let stats = lagging.stats();
+    assert!(
+        stats.lost > 0,
+        "the history was too short to replay: {stats:?}"
+    );
+    assert!(resyncs > 0, "the subscriber was told to reload");
+}

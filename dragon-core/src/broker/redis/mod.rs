@@ -512,6 +512,10 @@ impl Shared {
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%route, after = %base,
                 "messages were lost: the Redis history was trimmed past this node's gap");
+            self.deliver_entries(route, entries, true);
+            // Subscribers must reload: tell them, after what could be replayed.
+            self.deliver(route, base, Message::Gap);
+            return Ok(());
         }
         self.deliver_entries(route, entries, true);
         Ok(())
