@@ -1,0 +1,229 @@
+//! The receive side: the channel's messages handed to the hub exactly once, in stream order,
+//! with gaps repaired from the streams (see the module docs of `broker::redis`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fred::clients::SubscriberClient;
+use fred::interfaces::{ClientLike, PubsubInterface};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{Entry, Shared};
+use crate::broker::{BrokerError, Envelope, Message, Position};
+
+/// What the receive loop knows about one route.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Track {
+    /// The last position handed to the hub.
+    pub(super) delivered: Option<Position>,
+    /// With nothing delivered yet: the earliest head reported (where subscriptions joined).
+    pub(super) floor: Option<Position>,
+}
+
+impl Track {
+    fn base(&self) -> Option<Position> {
+        self.delivered.or(self.floor)
+    }
+}
+
+/// The payload on the events channel.
+#[derive(Deserialize)]
+struct Wire {
+    route: String,
+    position: String,
+    #[serde(default)]
+    prev: Option<String>,
+    message: Message,
+}
+
+impl Shared {
+    fn deliver(&self, route: &Arc<str>, position: Position, message: Message) {
+        let env = Envelope {
+            route: route.clone(),
+            position,
+            message: Arc::new(message),
+            // A stream entry id starts with Redis's clock at XADD: the publish time.
+            published_ms: position.0,
+        };
+        self.senders
+            .lock()
+            .expect("senders lock")
+            .retain(|tx| tx.send(env.clone()).is_ok());
+    }
+
+    /// Hands `entries` (ascending) over, skipping what was delivered already.
+    fn deliver_entries(&self, route: &Arc<str>, entries: Vec<Entry>, replayed: bool) {
+        for e in entries {
+            {
+                let mut tracks = self.tracks.lock().expect("tracks lock");
+                let track = tracks.entry(route.clone()).or_default();
+                if track.delivered.is_some_and(|d| e.position <= d) {
+                    continue;
+                }
+                track.delivered = Some(e.position);
+            }
+            match e.message {
+                Ok(message) => {
+                    if replayed {
+                        self.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.deliver(route, e.position, message);
+                }
+                Err(err) => tracing::warn!(%route, position = %e.position, error = %err,
+                    "unreadable message in the Redis stream; skipped"),
+            }
+        }
+    }
+
+    /// Reads and delivers everything after `base` on `route` (up to `until`).
+    async fn fill(
+        &self,
+        route: &Arc<str>,
+        base: Position,
+        until: Option<Position>,
+    ) -> Result<(), BrokerError> {
+        let entries = self.range(route, base, until).await?;
+        if !entries.is_empty() && !self.chained(route, base, &entries).await? {
+            self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%route, after = %base,
+                "messages were lost: the Redis history was trimmed past this node's gap");
+            self.deliver_entries(route, entries, true);
+            // Subscribers must reload: tell them, after what could be replayed.
+            self.deliver(route, base, Message::Gap);
+            return Ok(());
+        }
+        self.deliver_entries(route, entries, true);
+        Ok(())
+    }
+
+    /// Replays every tracked route from its last delivered position. True when all done.
+    async fn catch_up(&self) -> bool {
+        let routes: Vec<(Arc<str>, Position)> = self
+            .tracks
+            .lock()
+            .expect("tracks lock")
+            .iter()
+            .filter_map(|(r, t)| t.base().map(|b| (r.clone(), b)))
+            .collect();
+        for (route, base) in routes {
+            if let Err(err) = self.fill(&route, base, None).await {
+                tracing::warn!(%route, error = %err, "replay from Redis failed; will retry");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A live message from the channel. False if a gap could not be filled (replay later).
+    async fn on_live(&self, payload: &str) -> bool {
+        let wire: Wire = match serde_json::from_str(payload) {
+            Ok(w) => w,
+            Err(err) => {
+                tracing::warn!(error = %err, "unreadable message on the Dragon channel; skipped");
+                return true;
+            }
+        };
+        let Ok(position) = wire.position.parse::<Position>() else {
+            tracing::warn!(position = %wire.position, "bad position on the Dragon channel");
+            return true;
+        };
+        let prev: Option<Position> = wire.prev.as_deref().and_then(|p| p.parse().ok());
+        let (route, track) = {
+            let mut tracks = self.tracks.lock().expect("tracks lock");
+            let route: Arc<str> = match tracks.get_key_value(wire.route.as_str()) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(wire.route.as_str()),
+            };
+            let track = *tracks.entry(route.clone()).or_default();
+            (route, track)
+        };
+        if track.delivered.is_some_and(|d| position <= d) {
+            return true; // already delivered (replayed from the stream)
+        }
+        if let (Some(base), Some(prev)) = (track.base(), prev)
+            && prev > base
+        {
+            // Something between what this node delivered and this message never arrived.
+            return match self.fill(&route, base, Some(position)).await {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::warn!(%route, error = %err, "could not read a gap from Redis");
+                    false
+                }
+            };
+        }
+        self.deliver_entries(
+            &route,
+            vec![Entry {
+                position,
+                prev,
+                message: Ok(wire.message),
+            }],
+            false,
+        );
+        true
+    }
+}
+
+/// Receives the channel, forever: live messages, lags and reconnects (see the module docs).
+pub(super) async fn receive_loop(
+    shared: Arc<Shared>,
+    subscriber: SubscriberClient,
+    mut messages: tokio::sync::broadcast::Receiver<fred::types::Message>,
+    mut reconnects: tokio::sync::broadcast::Receiver<fred::prelude::Server>,
+) {
+    let mut replay_owed = false;
+    let mut retry = tokio::time::interval(Duration::from_millis(500));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            event = reconnects.recv() => match event {
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    // Make sure the channel is subscribed again before reading the streams, so
+                    // everything is either in what we read or arrives live afterwards.
+                    replay_owed = true;
+                    match subscriber.subscribe(shared.channel.clone()).await {
+                        Ok(()) => replay_owed = !shared.catch_up().await,
+                        Err(err) => tracing::warn!(error = %err, "re-subscribing failed; will retry"),
+                    }
+                }
+                Err(RecvError::Closed) => break,
+            },
+            received = messages.recv() => match received {
+                Ok(msg) => {
+                    if msg.channel != shared.channel.as_str() {
+                        continue;
+                    }
+                    if replay_owed {
+                        replay_owed = !shared.catch_up().await;
+                    }
+                    let Some(payload) = msg.value.as_str() else {
+                        tracing::warn!("non-text message on the Dragon channel; skipped");
+                        continue;
+                    };
+                    if !shared.on_live(&payload).await {
+                        replay_owed = true;
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    shared.stats.lagged.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(missed = n, "Redis receive buffer overflowed; replaying from the streams");
+                    replay_owed = !shared.catch_up().await;
+                }
+                Err(RecvError::Closed) => break,
+            },
+            _ = retry.tick(), if replay_owed => {
+                if subscriber.is_connected() && shared.client().is_connected() {
+                    match subscriber.subscribe(shared.channel.clone()).await {
+                        Ok(()) => replay_owed = !shared.catch_up().await,
+                        Err(err) => tracing::debug!(error = %err, "still cannot subscribe"),
+                    }
+                }
+            }
+        }
+    }
+    tracing::debug!("Redis receive loop ended");
+}
