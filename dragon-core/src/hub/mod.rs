@@ -384,8 +384,12 @@ impl Hub {
         match start {
             Start::Now => Ok((cut, true, Vec::new())),
             Start::Unknown => Ok((cut, false, Vec::new())),
-            Start::After(since) if since >= cut => Ok((cut.max(since), true, Vec::new())),
+            Start::After(since) if since == cut => Ok((cut, true, Vec::new())),
+            // Ahead of this node is fine if the broker knows the position (another node
+            // dispatched further); a position it does not know must not become the join
+            // point, or live events before it would be skipped.
             Start::After(since) => match self.broker.history(route, since).await? {
+                History::Complete(_) if since > cut => Ok((since, true, Vec::new())),
                 History::Complete(events) => {
                     let replay = events.into_iter().filter(|e| e.position <= cut).collect();
                     Ok((cut, true, replay))
@@ -475,6 +479,46 @@ mod tests {
             st.index["list_id"].1.len(),
             10_000 - 1 + 1,
             "list 5 stays for the `in` sub"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_future_position_is_not_a_join_point() {
+        let hub = Hub::start(Arc::new(MemoryBroker::new()));
+        let (outbox, mut rx) = Outbox::new(1, 100, outbox::SLOW_CONSUMER_GRACE);
+        let head = hub.broker().head("items").await.unwrap();
+        let future = Position(head.0 + 1, 7);
+        let joined = hub
+            .subscribe(
+                &outbox,
+                "items",
+                Arc::from("s1"),
+                Filter::all(),
+                Start::After(future),
+                |_| "reply".into(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            !joined.recovered,
+            "a position the broker never made is not recoverable"
+        );
+        assert!(joined.position < future);
+        let _ = rx.recv().await; // the reply
+        let row = json!({"id": 1, "list_id": 3, "text": "x"})
+            .as_object()
+            .unwrap()
+            .clone();
+        hub.broker()
+            .publish("items", Message::created(row))
+            .await
+            .unwrap();
+        let Some(Outbound::Text(frame)) = rx.recv().await else {
+            panic!()
+        };
+        assert!(
+            frame.as_str().contains(r#""event":"created""#),
+            "live events still arrive"
         );
     }
 
