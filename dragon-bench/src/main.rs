@@ -163,10 +163,10 @@ fn memory_table(clients: &[usize]) {
                 .lines()
                 .find(|l| l.starts_with("rss "))
                 .unwrap_or_else(|| panic!("{system}: {text}"));
+            // "rss <before> <after>": the word does not parse, the numbers do.
             let v: Vec<f64> = line
                 .split_whitespace()
-                .skip(1)
-                .map(|x| x.parse().unwrap_or(0.0))
+                .filter_map(|x| x.parse().ok())
                 .collect();
             (v[1] - v[0]) / n as f64
         };

@@ -112,15 +112,25 @@ async fn node(
     (format!("ws://{addr}/ws"), stop_tx, server)
 }
 
-/// Runs the plan on Dragon: clients spread evenly over the broker's nodes, events entering
-/// through the first node.
-pub async fn run(plan: &Plan, broker_kind: &str, mode: Mode) -> Figures {
+/// Every benchmark client's subscription.
+const SUBSCRIBE: &str =
+    r#"{"id":1,"route":"bench-item","verb":"subscribe","args":{"filter":{"list_id":1}}}"#;
+
+/// A fresh in-memory SQLite database with the benchmark's table.
+async fn database() -> DatabaseConnection {
     let db = dragon_core::db::connect("sqlite::memory:")
         .await
         .expect("sqlite");
     dragon_core::db::create_table(&db, bench_item::Entity)
         .await
         .expect("schema");
+    db
+}
+
+/// Runs the plan on Dragon: clients spread evenly over the broker's nodes, events entering
+/// through the first node.
+pub async fn run(plan: &Plan, broker_kind: &str, mode: Mode) -> Figures {
+    let db = database().await;
     let brokers = crate::brokers::make(broker_kind).await;
     let mut urls = Vec::new();
     let mut stops = Vec::new();
@@ -129,9 +139,7 @@ pub async fn run(plan: &Plan, broker_kind: &str, mode: Mode) -> Figures {
         urls.push(url);
         stops.push((stop, server));
     }
-    let subscribe =
-        r#"{"id":1,"route":"bench-item","verb":"subscribe","args":{"filter":{"list_id":1}}}"#;
-    let mut fleet = Fleet::connect(&urls, plan.clients, Some(subscribe.to_owned())).await;
+    let mut fleet = Fleet::connect(&urls, plan.clients, Some(SUBSCRIBE.to_owned())).await;
     let mut source = Commits {
         db,
         broker: brokers[0].clone(),
@@ -149,18 +157,11 @@ pub async fn run(plan: &Plan, broker_kind: &str, mode: Mode) -> Figures {
 
 /// Resident memory (KiB) before and after `n` clients connect and subscribe.
 pub async fn rss(n: usize) -> (u64, u64) {
-    let db = dragon_core::db::connect("sqlite::memory:")
-        .await
-        .expect("sqlite");
-    dragon_core::db::create_table(&db, bench_item::Entity)
-        .await
-        .expect("schema");
+    let db = database().await;
     let broker = crate::brokers::make("memory").await.remove(0);
     let (url, _stop, _server) = node(&db, broker).await;
     let before = crate::clients::rss_kib();
-    let subscribe =
-        r#"{"id":1,"route":"bench-item","verb":"subscribe","args":{"filter":{"list_id":1}}}"#;
-    let _fleet = Fleet::connect(&[url], n, Some(subscribe.to_owned())).await;
+    let _fleet = Fleet::connect(&[url], n, Some(SUBSCRIBE.to_owned())).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     (before, crate::clients::rss_kib())
 }

@@ -12,7 +12,9 @@ mod redis_support;
 use std::time::{Duration, Instant};
 
 use common::{WAIT, expect_quiet, new_list};
-use dragon_core::broker::RedisOptions;
+use std::sync::Arc;
+
+use dragon_core::broker::{RedisBroker, RedisOptions};
 use dragon_core::client::{Client, ClientError, Subscription};
 use dragon_core::protocol::{ErrorCode, Event};
 use redis_support::{Nodes, RedisServer, isolated_options, post_json, redis_url};
@@ -216,11 +218,9 @@ async fn fifty_rapid_changes_arrive_in_the_same_order_on_every_node() {
     eprintln!("lagging node: {:?}", lagging.stats());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receive_buffer_overflow_is_replayed_from_the_streams() {
-    // Node 2 can buffer one message: a burst overflows it (`RecvError::Lagged`), and the
-    // broker must hand over everything anyway, in order, once.
-    let options = isolated_options();
+/// One node, plus a second on the same database whose broker can buffer a single message:
+/// a burst overflows it (`RecvError::Lagged`).
+async fn lagging_node(options: RedisOptions) -> (Nodes, Arc<RedisBroker>, common::TestApp) {
     let cluster = Nodes::start(1, &redis_url(), options.clone()).await;
     let lagging = redis_support::connect_broker(
         &cluster.url,
@@ -238,13 +238,16 @@ async fn a_receive_buffer_overflow_is_replayed_from_the_streams() {
         cluster.nodes[0].database_url.clone(),
     )
     .await;
-    let c = n2.client().await;
-    let mut sub = c
-        .subscribe("todo-item", json!({}))
-        .await
-        .expect("subscribe");
-    let publisher = cluster.nodes[0].dragon.broker().clone();
-    let burst = (0..300).map(|i| {
+    (cluster, lagging, n2)
+}
+
+/// `n` concurrent `tick` events {i} on `todo-item`.
+fn ticks(
+    publisher: &Arc<dyn dragon_core::broker::Broker>,
+    n: i64,
+) -> impl Iterator<Item = impl std::future::Future<Output = Result<(), dragon_core::broker::BrokerError>>>
+{
+    (0..n).map(move |i| {
         let p = publisher.clone();
         async move {
             p.publish(
@@ -253,7 +256,22 @@ async fn a_receive_buffer_overflow_is_replayed_from_the_streams() {
             )
             .await
         }
-    });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receive_buffer_overflow_is_replayed_from_the_streams() {
+    // Node 2 can buffer one message: a burst overflows it (`RecvError::Lagged`), and the
+    // broker must hand over everything anyway, in order, once.
+    let options = isolated_options();
+    let (cluster, lagging, n2) = lagging_node(options).await;
+    let c = n2.client().await;
+    let mut sub = c
+        .subscribe("todo-item", json!({}))
+        .await
+        .expect("subscribe");
+    let publisher = cluster.nodes[0].dragon.broker().clone();
+    let burst = ticks(&publisher, 300);
     let t = Instant::now();
     for r in futures_util::future::join_all(burst).await {
         r.expect("publish");
@@ -648,39 +666,14 @@ async fn a_gap_the_history_no_longer_covers_sends_resync() {
         exact_trim: true,
         ..isolated_options()
     };
-    let cluster = Nodes::start(1, &redis_url(), options.clone()).await;
-    let lagging = redis_support::connect_broker(
-        &cluster.url,
-        RedisOptions {
-            receive_buffer: 1,
-            ..options
-        },
-    )
-    .await;
-    let n2 = common::TestApp::serve(
-        todo_app::builder(&cluster.nodes[0].db)
-            .broker(lagging.clone())
-            .build(),
-        cluster.nodes[0].db.clone(),
-        cluster.nodes[0].database_url.clone(),
-    )
-    .await;
+    let (cluster, lagging, n2) = lagging_node(options).await;
     let c = n2.client().await;
     let mut sub = c
         .subscribe("todo-item", json!({}))
         .await
         .expect("subscribe");
     let publisher = cluster.nodes[0].dragon.broker().clone();
-    let burst = (0..300).map(|i| {
-        let p = publisher.clone();
-        async move {
-            p.publish(
-                "todo-item",
-                dragon_core::broker::Message::custom("tick", json!({"i": i})),
-            )
-            .await
-        }
-    });
+    let burst = ticks(&publisher, 300);
     for r in futures_util::future::join_all(burst).await {
         r.expect("publish");
     }
