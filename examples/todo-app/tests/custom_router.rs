@@ -380,7 +380,54 @@ async fn foreign_origin_closes_1008(backend: Backend) {
     }
 }
 
+/// A snapshot larger than the router allows is refused with a clear error, not loaded.
+async fn oversized_snapshot_is_refused(backend: Backend) {
+    use dragon_core::ModelRouter;
+    use todo_app::entity::{todo_item, todo_list};
+    let url = common::fresh_database(backend).await;
+    let db = todo_app::open_database(&url).await.unwrap();
+    let items = ModelRouter::<todo_item::Model>::new(db.clone())
+        .filterable(["list_id", "text"])
+        .writable(["list_id", "text"])
+        .server_set("created_at", |_| json!(chrono::Utc::now().to_rfc3339()))
+        .max_snapshot(2);
+    let lists = ModelRouter::<todo_list::Model>::new(db.clone())
+        .writable(["name"])
+        .server_set("created_at", |_| json!(chrono::Utc::now().to_rfc3339()));
+    let dragon = dragon_core::Dragon::builder()
+        .route(items)
+        .route(lists)
+        .build();
+    let app = TestApp::serve(dragon, db, url).await;
+    let c = app.client().await;
+    let list = common::new_list(&c, "L").await;
+    for text in ["a", "b", "c"] {
+        common::new_item(&c, list, text).await;
+    }
+    let err = c
+        .subscribe("todo-item", json!({"snapshot": true}))
+        .await
+        .err()
+        .expect("too large");
+    match err {
+        ClientError::Server(b) => {
+            assert_eq!(b.code, ErrorCode::BadRequest);
+            assert!(b.message.contains("more than 2"), "{}", b.message);
+        }
+        other => panic!("{other}"),
+    }
+    let ok = c
+        .subscribe(
+            "todo-item",
+            json!({"snapshot": true, "filter": {"text__ne": "c"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.reply["items"].as_array().unwrap().len(), 2);
+}
+
 both_backends!(
+    oversized_snapshot_is_refused,
     custom_verbs_and_events,
     required_auth_closes_4001,
     scope_is_forced_on_everything,

@@ -33,6 +33,8 @@ type Exists =
 type Scope = Arc<dyn Fn(&Ctx) -> Result<Value, Error> + Send + Sync>;
 type Authorize = Arc<dyn Fn(&Ctx, &str) -> Result<(), Error> + Send + Sync>;
 
+const DEFAULT_MAX_SNAPSHOT: usize = 10_000;
+
 /// Serves model `M` (a `#[derive(DragonModel)]` sea-orm model) on its route.
 ///
 /// Nothing is filterable, orderable or writable until declared: the published fields are
@@ -49,6 +51,7 @@ pub struct ModelRouter<M> {
     references: Vec<(String, Exists)>,
     scope: Option<Scope>,
     authorize: Option<Authorize>,
+    max_snapshot: usize,
     _model: PhantomData<fn() -> M>,
 }
 
@@ -127,6 +130,7 @@ where
             references: Vec::new(),
             scope: None,
             authorize: None,
+            max_snapshot: DEFAULT_MAX_SNAPSHOT,
             _model: PhantomData,
         }
     }
@@ -238,6 +242,13 @@ where
         scope: impl Fn(&Ctx) -> Result<Value, Error> + Send + Sync + 'static,
     ) -> Self {
         self.scope = Some(Arc::new(scope));
+        self
+    }
+
+    /// The most objects a `subscribe` snapshot may return (default 10,000); more is a
+    /// `bad_request`, so one subscription cannot make the server load a whole table.
+    pub fn max_snapshot(mut self, n: usize) -> Self {
+        self.max_snapshot = n;
         self
     }
 

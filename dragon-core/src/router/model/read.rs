@@ -127,8 +127,16 @@ where
             let by_id = [("id".to_owned(), false)];
             let rows = self
                 .ordered(M::Entity::find().filter(self.condition(&filter)), &by_id)
+                .limit(self.max_snapshot as u64 + 1)
                 .all(&self.db)
                 .await?;
+            if rows.len() > self.max_snapshot {
+                return Err(Error::bad_request(format!(
+                    "the snapshot would hold more than {} objects: narrow the filter, or page \
+                     with get_list and subscribe with its position as `since`",
+                    self.max_snapshot
+                )));
+            }
             let items = rows
                 .iter()
                 .map(|m| Value::Object(m.to_published()))
