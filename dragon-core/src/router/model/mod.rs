@@ -382,10 +382,7 @@ where
         let model = run(&self.db, move |txn| {
             Box::pin(async move {
                 let model = am.insert(txn).await?;
-                if !scope.matches(&model.to_published()) {
-                    return Err(Error::Forbidden("outside your scope".into()));
-                }
-                Ok(model)
+                within(&scope, model)
             })
         })
         .await?;
@@ -425,10 +422,7 @@ where
                 } else {
                     new
                 };
-                if !scope.matches(&model.to_published()) {
-                    return Err(Error::Forbidden("outside your scope".into()));
-                }
-                Ok(model)
+                within(&scope, model)
             })
         })
         .await?;
@@ -452,6 +446,15 @@ where
         })
         .await?;
         Ok(Output::data(json!({ "id": id })))
+    }
+}
+
+/// The written object, or `forbidden` (rolling the write back) if it left the caller's scope.
+fn within<M: crate::model::Publish>(scope: &Filter, model: M) -> Result<M, Error> {
+    if scope.matches(&model.to_published()) {
+        Ok(model)
+    } else {
+        Err(Error::Forbidden("outside your scope".into()))
     }
 }
 
