@@ -14,6 +14,7 @@
 //! hooks: publish those with [`publish_created`], [`publish_updated`], [`publish_deleted`].
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -146,6 +147,44 @@ where
     query.one(db).await
 }
 
+tokio::task_local! {
+    /// A row's published state that its writer has just read in the same transaction.
+    static KNOWN: (&'static str, String, Map<String, Value>);
+}
+
+/// Runs `write` (an update or delete of `row`, which the caller has just read in the same
+/// transaction) with `row`'s state known to the hooks, so they do not read it again.
+pub(crate) async fn with_known_state<M: Publish, F: Future>(row: &M, write: F) -> F::Output {
+    let pk = format!("{:?}", row.get_primary_key_value());
+    KNOWN.scope((M::ROUTE, pk, row.to_published()), write).await
+}
+
+/// The primary key and published state of the row `am` names, before a write: as the writer
+/// passed it in (see [`with_known_state`]), else read from the database.
+async fn state_before<M, C>(
+    am: &ActiveOf<M>,
+    db: &C,
+) -> Result<Option<(String, Map<String, Value>)>, DbErr>
+where
+    M: Publish,
+    C: ConnectionTrait,
+    M::Entity: EntityTrait<Model = M>,
+{
+    let Some(pk) = pk_string(am) else {
+        return Ok(None);
+    };
+    let known = KNOWN
+        .try_with(|(route, key, state)| (*route == M::ROUTE && *key == pk).then(|| state.clone()))
+        .ok()
+        .flatten();
+    if let Some(state) = known {
+        return Ok(Some((pk, state)));
+    }
+    Ok(load::<M, C>(am, db)
+        .await?
+        .map(|row| (pk, row.to_published())))
+}
+
 fn touches_published<M: Publish>(am: &ActiveOf<M>) -> bool {
     <M::Entity as EntityTrait>::Column::iter()
         .any(|col| am.get(col).is_set() && M::FIELDS.contains(&col.json_key()))
@@ -163,9 +202,9 @@ where
     check_transaction::<C>()?;
     if !insert
         && touches_published::<M>(&am)
-        && let (Some(pk), Some(old)) = (pk_string(&am), load::<M, C>(&am, db).await?)
+        && let Some((pk, old)) = state_before::<M, C>(&am, db).await?
     {
-        stash_put::<M>(&pk, old.to_published());
+        stash_put::<M>(&pk, old);
     }
     Ok(am)
 }
@@ -203,8 +242,8 @@ where
 {
     let am = M::before_delete(am, db).await?;
     check_transaction::<C>()?;
-    if let (Some(pk), Some(row)) = (pk_string(&am), load::<M, C>(&am, db).await?) {
-        stash_put::<M>(&pk, row.to_published());
+    if let Some((pk, row)) = state_before::<M, C>(&am, db).await? {
+        stash_put::<M>(&pk, row);
     }
     Ok(am)
 }

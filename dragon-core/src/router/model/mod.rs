@@ -21,7 +21,7 @@ use super::validate::Validator;
 use super::{Ctx, Router};
 use crate::error::{Error, FieldErrors, arg};
 use crate::filter::{Filter, Op, Operand};
-use crate::model::{ActiveOf, ModelHooks};
+use crate::model::{ActiveOf, ModelHooks, with_known_state};
 use crate::protocol::Output;
 use crate::publish;
 use crate::schema::{Field, FieldType, Schema};
@@ -411,14 +411,15 @@ where
                 }
                 let new: M = serde_json::from_value(merged)
                     .map_err(|e| Error::bad_request(format!("data does not fit the model: {e}")))?;
-                let mut am: ActiveOf<M> = old.into_active_model();
+                let mut am: ActiveOf<M> = old.clone().into_active_model();
                 for col in <M::Entity as EntityTrait>::Column::iter() {
                     if data.contains_key(col.as_str()) {
                         am.set(col, new.get(col));
                     }
                 }
                 let model = if am.is_changed() {
-                    am.update(txn).await?
+                    // The hooks get the state just read instead of reading it again.
+                    with_known_state(&old, am.update(txn)).await?
                 } else {
                     new
                 };
@@ -440,7 +441,7 @@ where
                     .one(txn)
                     .await?
                     .ok_or(Error::NotFound)?;
-                row.delete(txn).await?;
+                with_known_state(&row, row.clone().delete(txn)).await?;
                 Ok(())
             })
         })
