@@ -453,6 +453,16 @@ mod tests {
         }
     }
 
+    /// Publishes a created item of list 3 on `items`.
+    async fn publish_item(hub: &Hub) {
+        let row = json!({"id": 1, "list_id": 3, "text": "x"});
+        let row = row.as_object().unwrap().clone();
+        hub.broker()
+            .publish("items", Message::created(row))
+            .await
+            .unwrap();
+    }
+
     #[test]
     fn pinned_equalities_are_looked_up_not_scanned() {
         let (outbox, _rx) = Outbox::new(1, 100, outbox::SLOW_CONSUMER_GRACE);
@@ -505,14 +515,7 @@ mod tests {
         );
         assert!(joined.position < future);
         let _ = rx.recv().await; // the reply
-        let row = json!({"id": 1, "list_id": 3, "text": "x"})
-            .as_object()
-            .unwrap()
-            .clone();
-        hub.broker()
-            .publish("items", Message::created(row))
-            .await
-            .unwrap();
+        publish_item(&hub).await;
         let Some(Outbound::Text(frame)) = rx.recv().await else {
             panic!()
         };
@@ -536,14 +539,7 @@ mod tests {
             .unwrap();
         }
         let _ = (rx_a.recv().await, rx_a.recv().await, rx_b.recv().await); // replies
-        let row = json!({"id": 1, "list_id": 3, "text": "x"})
-            .as_object()
-            .unwrap()
-            .clone();
-        hub.broker()
-            .publish("items", Message::created(row))
-            .await
-            .unwrap();
+        publish_item(&hub).await;
         let Some(Outbound::Text(fa)) = rx_a.recv().await else {
             panic!()
         };
