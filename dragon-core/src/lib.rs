@@ -7,7 +7,7 @@
 //! The pieces, one module each: [`protocol`] (wire types), [`filter`] (one predicate for
 //! queries and live matching), [`model`] and [`publish`] (self-publishing models),
 //! [`router`] (verbs), [`hub`] (subscriptions and fan-out), [`broker`] (between nodes),
-//! [`server`] (axum) and [`client`] (Rust client).
+//! [`presence`] (who is on each key, live), [`server`] (axum) and [`client`] (Rust client).
 
 pub mod broker;
 pub mod client;
@@ -17,6 +17,7 @@ pub mod filter;
 pub mod hub;
 pub mod metrics;
 pub mod model;
+pub mod presence;
 pub mod protocol;
 pub mod publish;
 pub mod router;

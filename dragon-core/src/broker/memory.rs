@@ -6,7 +6,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
+use super::memory_presence::MemoryPresence;
 use super::{Broker, BrokerError, Envelope, History, Message, Position};
+use crate::presence::{JoinOutcome, Member, PresenceKey, PresenceSignal, Snapshot};
 
 /// How much history each route keeps.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +44,7 @@ pub struct MemoryBroker {
     epoch: u64,
     limits: HistoryLimits,
     inner: Mutex<Inner>,
+    presence: MemoryPresence,
 }
 
 impl MemoryBroker {
@@ -61,6 +64,7 @@ impl MemoryBroker {
                 routes: HashMap::new(),
                 subscribers: Vec::new(),
             }),
+            presence: MemoryPresence::default(),
         }
     }
 
@@ -152,5 +156,37 @@ impl Broker for MemoryBroker {
             self.epoch,
             inner.routes.get(route).map_or(0, |log| log.seq),
         ))
+    }
+
+    async fn presence_join(
+        &self,
+        route: &str,
+        key: &PresenceKey,
+        member: &Member,
+        max_members: usize,
+    ) -> Result<JoinOutcome, BrokerError> {
+        Ok(self.presence.join(route, key, member, max_members))
+    }
+
+    async fn presence_leave(
+        &self,
+        route: &str,
+        key: &PresenceKey,
+        conn: &str,
+    ) -> Result<(), BrokerError> {
+        self.presence.leave(route, key, conn);
+        Ok(())
+    }
+
+    async fn presence_members(
+        &self,
+        route: &str,
+        key: &PresenceKey,
+    ) -> Result<Snapshot, BrokerError> {
+        Ok(self.presence.members(route, key))
+    }
+
+    fn presence_diffs(&self) -> mpsc::UnboundedReceiver<PresenceSignal> {
+        self.presence.diffs()
     }
 }

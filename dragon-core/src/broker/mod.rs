@@ -5,6 +5,7 @@
 //! every route once and matches its own subscriptions (see [`crate::hub`]).
 
 mod memory;
+mod memory_presence;
 #[cfg(feature = "redis")]
 mod redis;
 
@@ -16,11 +17,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use crate::presence::{JoinOutcome, Member, PresenceKey, PresenceSignal, Snapshot};
 use crate::protocol::ChangeKind;
 
 pub use memory::{HistoryLimits, MemoryBroker};
 #[cfg(feature = "redis")]
-pub use redis::{PUBLISH_LUA, RedisBroker, RedisOptions, RedisStats};
+pub use redis::{PRESENCE_LUA, PUBLISH_LUA, RedisBroker, RedisOptions, RedisStats};
 
 /// One committed model change or one custom event on a route.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,4 +154,53 @@ pub trait Broker: Send + Sync + 'static {
     async fn healthy(&self) -> bool {
         true
     }
+
+    /// Adds `member` to `key` of `route`, or replaces its state (see [`crate::presence`]),
+    /// unless the key already has `max_members` other members. The change reaches every
+    /// node's [`Broker::presence_diffs`], in the same order per key everywhere.
+    async fn presence_join(
+        &self,
+        route: &str,
+        key: &PresenceKey,
+        member: &Member,
+        max_members: usize,
+    ) -> Result<JoinOutcome, BrokerError> {
+        let _ = (route, key, member, max_members);
+        Err(no_presence())
+    }
+
+    /// Removes connection `conn` from `key` of `route` (nothing if it is not there).
+    async fn presence_leave(
+        &self,
+        route: &str,
+        key: &PresenceKey,
+        conn: &str,
+    ) -> Result<(), BrokerError> {
+        let _ = (route, key, conn);
+        Err(no_presence())
+    }
+
+    /// The members of `key` on every node, and the version they are current at.
+    async fn presence_members(
+        &self,
+        route: &str,
+        key: &PresenceKey,
+    ) -> Result<Snapshot, BrokerError> {
+        let _ = (route, key);
+        Err(no_presence())
+    }
+
+    /// Every presence change on every node. Called once, by the hub, when a server starts.
+    fn presence_diffs(&self) -> mpsc::UnboundedReceiver<PresenceSignal> {
+        mpsc::unbounded_channel().1
+    }
+
+    /// This node is going away: removes every member it still holds, at once.
+    async fn presence_retire(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+fn no_presence() -> BrokerError {
+    BrokerError::Other("this broker does not support presence".into())
 }

@@ -21,6 +21,7 @@ use crate::broker::{Broker, Envelope, History, Message, Position};
 use crate::error::Error;
 use crate::filter::Filter;
 use crate::metrics::Metrics;
+use crate::presence::Registry;
 use crate::schema::{FieldType, ScalarKey};
 
 use frame::{Prepared, Slot, classify};
@@ -167,6 +168,7 @@ pub struct Joined {
 /// This node's subscriptions and fan-out.
 pub struct Hub {
     broker: Arc<dyn Broker>,
+    presence: Arc<Registry>,
     metrics: Arc<Metrics>,
     routes: RwLock<HashMap<Arc<str>, Arc<Mutex<RouteState>>>>,
     next_key: AtomicU64,
@@ -177,6 +179,7 @@ impl Hub {
     pub fn start(broker: Arc<dyn Broker>) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             broker: broker.clone(),
+            presence: Registry::start(broker.clone()),
             metrics: Arc::default(),
             routes: RwLock::new(HashMap::new()),
             next_key: AtomicU64::new(1),
@@ -194,6 +197,11 @@ impl Hub {
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.broker
+    }
+
+    /// This node's presence views.
+    pub fn presence(&self) -> &Arc<Registry> {
+        &self.presence
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -23,6 +23,8 @@ use crate::broker::Envelope;
 #[derive(Debug)]
 pub enum Outbound {
     Text(Utf8Bytes),
+    /// A WebSocket ping (the server checks that the peer is still there).
+    Ping,
     Close(u16, String),
 }
 

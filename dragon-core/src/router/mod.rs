@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use crate::broker::{Message, Position};
 use crate::error::Error;
 use crate::filter::Filter;
-use crate::hub::{Hub, Outbox, Start, SubKey};
+use crate::hub::{Hub, Outbound, Outbox, Start, SubKey};
+use crate::presence::session::Session;
 use crate::protocol::{Output, Reply, RequestId};
 
 pub use model::ModelRouter;
@@ -42,6 +43,8 @@ pub struct Conn {
     closed: AtomicBool,
     next_sub: AtomicU64,
     max_subs: usize,
+    /// The presence keys it joined or watches.
+    pub(crate) presence: Session,
 }
 
 impl Conn {
@@ -49,7 +52,7 @@ impl Conn {
         id: String,
         user: Option<Value>,
         outbox: Arc<Outbox>,
-        max_subs: usize,
+        limits: &crate::server::Limits,
     ) -> Self {
         Conn {
             id,
@@ -58,8 +61,14 @@ impl Conn {
             subs: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             next_sub: AtomicU64::new(1),
-            max_subs,
+            max_subs: limits.max_subscriptions,
+            presence: Session::new(limits.max_presence_keys, limits.presence_updates_per_second),
         }
+    }
+
+    /// The authenticated user object, if any.
+    pub(crate) fn user(&self) -> Option<Value> {
+        self.user.read().expect("user lock").clone()
     }
 
     /// Drops every subscription of a closing connection.
@@ -72,6 +81,7 @@ impl Conn {
         for (_, (route, key)) in subs {
             hub.unsubscribe(&route, key);
         }
+        crate::presence::close(self, hub.presence());
     }
 }
 
@@ -80,15 +90,23 @@ pub struct Ctx {
     pub(crate) conn: Arc<Conn>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) request_id: Option<RequestId>,
+    /// The request's place among its connection's requests (they run concurrently).
+    pub(crate) seq: u64,
     pub(crate) replied: AtomicBool,
 }
 
 impl Ctx {
-    pub(crate) fn new(conn: Arc<Conn>, hub: Arc<Hub>, request_id: Option<RequestId>) -> Self {
+    pub(crate) fn new(
+        conn: Arc<Conn>,
+        hub: Arc<Hub>,
+        request_id: Option<RequestId>,
+        seq: u64,
+    ) -> Self {
         Ctx {
             conn,
             hub,
             request_id,
+            seq,
             replied: AtomicBool::new(false),
         }
     }
@@ -100,7 +118,7 @@ impl Ctx {
 
     /// The authenticated user object, if any.
     pub fn user(&self) -> Option<Value> {
-        self.conn.user.read().expect("user lock").clone()
+        self.conn.user()
     }
 
     /// The user, or [`Error::Unauthenticated`].
@@ -110,6 +128,15 @@ impl Ctx {
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// Queues this request's reply now (for verbs whose reply must precede events they
+    /// cause); the connection then sends no other.
+    pub(crate) fn reply_now(&self, out: Output) {
+        let reply = Reply::success(self.request_id.clone(), out);
+        let text = serde_json::to_string(&reply).expect("reply serializes");
+        self.conn.outbox.send(Outbound::Text(Utf8Bytes::from(text)));
+        self.replied.store(true, Ordering::Release);
     }
 
     /// Publishes a custom event on `route` to every matching subscriber on every node.

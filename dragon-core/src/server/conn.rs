@@ -63,7 +63,7 @@ pub(super) async fn run(
         conn_id.clone(),
         user.clone(),
         outbox.clone(),
-        inner.limits.max_subscriptions,
+        &inner.limits,
     ));
     inner.live.fetch_add(1, Ordering::AcqRel);
     tracing::debug!(conn = %conn_id, "connected");
@@ -84,15 +84,30 @@ pub(super) async fn run(
     ));
 
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut seq: u64 = 0;
+    let every = inner.limits.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut heard = tokio::time::Instant::now();
     loop {
         let msg = tokio::select! {
             msg = stream.next() => msg,
+            _ = ping.tick() => {
+                if heard.elapsed() >= every * 2 {
+                    tracing::debug!(conn = %conn_id, "no answer to pings: dropping a half-open connection");
+                    let _ = stop_tx.send(true);
+                    break;
+                }
+                outbox.send(Outbound::Ping);
+                continue;
+            }
             _ = raised(&mut shutdown) => break,
         };
+        heard = tokio::time::Instant::now();
         let Some(msg) = msg else { break };
         match msg {
             Ok(WsMessage::Text(t)) => {
-                handle_text(&dragon, &conn, &in_flight, t.as_str());
+                seq += 1;
+                handle_text(&dragon, &conn, &in_flight, t.as_str(), seq);
             }
             Ok(WsMessage::Binary(_)) => {
                 let err = Error::bad_request("binary frames are not supported; send JSON text");
@@ -157,6 +172,16 @@ async fn write_loop(
                         break 'outer None;
                     }
                 }
+                Outbound::Ping => {
+                    outbox.sent_one();
+                    if sink
+                        .feed(WsMessage::Ping(Default::default()))
+                        .await
+                        .is_err()
+                    {
+                        break 'outer None;
+                    }
+                }
                 Outbound::Close(code, reason) => {
                     let _ = sink.flush().await;
                     break 'outer Some((code, reason));
@@ -217,7 +242,13 @@ async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) -> Result<(
 }
 
 /// Parses one request, answering malformed ones at once; runs valid ones as tasks.
-fn handle_text(dragon: &Dragon, conn: &Arc<Conn>, in_flight: &Arc<AtomicUsize>, text: &str) {
+fn handle_text(
+    dragon: &Dragon,
+    conn: &Arc<Conn>,
+    in_flight: &Arc<AtomicUsize>,
+    text: &str,
+    seq: u64,
+) {
     let outbox = &conn.outbox;
     let request = match parse_request(text) {
         Ok(r) => r,
@@ -239,7 +270,12 @@ fn handle_text(dragon: &Dragon, conn: &Arc<Conn>, in_flight: &Arc<AtomicUsize>, 
     let broker = dragon.inner.broker.clone();
     tokio::spawn(publish::with_broker(broker, async move {
         let id = request.id.clone();
-        let ctx = Ctx::new(conn.clone(), dragon.inner.hub.clone(), Some(id.clone()));
+        let ctx = Ctx::new(
+            conn.clone(),
+            dragon.inner.hub.clone(),
+            Some(id.clone()),
+            seq,
+        );
         let (route, verb) = (request.route.clone(), request.verb.clone());
         let result = dispatch(&dragon, &ctx, request).await;
         let outcome = match &result {

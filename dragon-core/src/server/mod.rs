@@ -40,6 +40,14 @@ pub struct Limits {
     pub max_queued: usize,
     /// How long a slow consumer may stay behind before it is closed with 4008.
     pub slow_consumer_grace: Duration,
+    /// Presence keys one connection may join or watch; more answer `rate_limited`.
+    pub max_presence_keys: usize,
+    /// Presence state changes one connection may make per second (and in a burst); faster
+    /// ones are coalesced per key, the last state winning.
+    pub presence_updates_per_second: u32,
+    /// How often the server pings each connection. One that sends nothing, not even a
+    /// pong, for two intervals is dropped (a half-open peer), leaving its presence.
+    pub ping_interval: Duration,
 }
 
 impl Default for Limits {
@@ -50,6 +58,9 @@ impl Default for Limits {
             max_subscriptions: 1000,
             max_queued: 4096,
             slow_consumer_grace: crate::hub::SLOW_CONSUMER_GRACE,
+            max_presence_keys: 1000,
+            presence_updates_per_second: 10,
+            ping_interval: Duration::from_secs(15),
         }
     }
 }
@@ -239,8 +250,18 @@ impl Dragon {
     }
 
     /// Closes every connection with 1001 (clients reconnect elsewhere) and waits, at most
-    /// `grace`, for them to finish.
+    /// `grace`, for them to finish; then publishes their presence leaves and removes
+    /// whatever presence this node still holds.
     pub async fn shutdown(&self, grace: Duration) {
+        let started = tokio::time::Instant::now();
+        self.close_connections(grace).await;
+        let left = grace
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
+        self.inner.hub.presence().retire(left).await;
+    }
+
+    async fn close_connections(&self, grace: Duration) {
         self.inner.shutdown.send_replace(true);
         let wait = async {
             while self.inner.live.load(Ordering::Acquire) > 0 {

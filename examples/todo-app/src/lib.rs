@@ -8,6 +8,7 @@ use axum::http::header;
 use axum::routing::get;
 use chrono::{SubsecRound, Utc};
 use dragon_core::broker::Broker;
+use dragon_core::presence::{Keys, Presence};
 use dragon_core::{Dragon, ModelRouter, Validator};
 use sea_orm::{DatabaseConnection, DbErr};
 use serde_json::Value;
@@ -25,18 +26,25 @@ pub async fn open_database(url: &str) -> Result<DatabaseConnection, DbErr> {
     Ok(db)
 }
 
-/// The broker `REDIS_URL` asks for (a [`dragon_core::broker::RedisBroker`] with default
-/// options; `redis-cluster://` and `redis-sentinel://` URLs work too), or `None` for the
-/// in-memory one.
+/// The broker `REDIS_URL` asks for (a [`dragon_core::broker::RedisBroker`]; `redis-cluster://`
+/// and `redis-sentinel://` URLs work too), or `None` for the in-memory one.
+/// `DRAGON_REDIS_PREFIX` sets its key prefix (default `dragon:`; nodes sharing a prefix serve
+/// one app) and `DRAGON_PRESENCE_TIMEOUT_MS` how long a dead node's presence may outlive it.
 pub async fn broker_from_env() -> Result<Option<Arc<dyn Broker>>, dragon_core::broker::BrokerError>
 {
     match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => {
-            let broker = dragon_core::broker::RedisBroker::connect(
-                &url,
-                dragon_core::broker::RedisOptions::default(),
-            )
-            .await?;
+            let mut options = dragon_core::broker::RedisOptions::default();
+            if let Ok(prefix) = std::env::var("DRAGON_REDIS_PREFIX") {
+                options.key_prefix = prefix;
+            }
+            if let Some(ms) = std::env::var("DRAGON_PRESENCE_TIMEOUT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                options.presence_timeout = std::time::Duration::from_millis(ms);
+            }
+            let broker = dragon_core::broker::RedisBroker::connect(&url, options).await?;
             Ok(Some(Arc::new(broker)))
         }
         _ => Ok(None),
@@ -75,7 +83,9 @@ pub fn builder(db: &DatabaseConnection) -> dragon_core::server::Builder {
         .writable(["list_id", "text", "done", "position"])
         .validate("text", Validator::length(1, 10_000))
         .references::<todo_list::Entity>("list_id")
-        .server_set("created_at", |_| now());
+        .server_set("created_at", |_| now())
+        // Who is viewing and editing each item (item ids), and free keys such as "list:3".
+        .presence(Presence::new().keys(Keys::ObjectsOrStrings));
     Dragon::builder()
         .route(lists)
         .route(items)

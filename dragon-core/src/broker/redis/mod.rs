@@ -50,7 +50,10 @@
 //! subscribers on every cluster node.
 
 mod batch;
+mod presence;
 mod receive;
+
+pub use presence::PRESENCE_LUA;
 
 use receive::{Track, receive_loop};
 
@@ -69,6 +72,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{Broker, BrokerError, Envelope, History, Message, Position};
+use crate::presence::{JoinOutcome, Member, PresenceKey, PresenceSignal, Snapshot};
 
 /// The publish script: one atomic round trip per message, whatever the number of nodes.
 ///
@@ -117,6 +121,8 @@ pub struct RedisOptions {
     pub key_prefix: String,
     /// Capacity of fred's pub/sub receive buffer (overflow is recovered from the streams).
     pub receive_buffer: usize,
+    /// How long the presence of a node that died may outlive it (see `docs/presence.md`).
+    pub presence_timeout: Duration,
 }
 
 impl Default for RedisOptions {
@@ -129,6 +135,7 @@ impl Default for RedisOptions {
             connect_timeout: Duration::from_secs(5),
             key_prefix: "dragon:".to_owned(),
             receive_buffer: 1024,
+            presence_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -149,6 +156,7 @@ struct Shared {
     tracks: Mutex<HashMap<Arc<str>, Track>>,
     senders: Mutex<Vec<mpsc::UnboundedSender<Envelope>>>,
     stats: Stats,
+    presence: presence::PresenceState,
 }
 
 #[derive(Default)]
@@ -229,6 +237,7 @@ impl RedisBroker {
             tracks: Mutex::new(HashMap::new()),
             senders: Mutex::new(Vec::new()),
             stats: Stats::default(),
+            presence: presence::PresenceState::new(&options.key_prefix, options.presence_timeout),
         });
         shared
             .script
@@ -240,6 +249,12 @@ impl RedisBroker {
             .load(shared.client())
             .await
             .map_err(unavailable)?;
+        shared
+            .presence
+            .script()
+            .load(shared.client())
+            .await
+            .map_err(unavailable)?;
         let publisher = tokio::spawn(batch::run(shared.clone(), job_rx));
 
         // Receivers first, so nothing published after the SUBSCRIBE below is missed.
@@ -248,7 +263,7 @@ impl RedisBroker {
         let manage = subscriber.manage_subscriptions();
         tokio::time::timeout(
             options.command_timeout,
-            subscriber.subscribe(shared.channel.clone()),
+            subscriber.subscribe(shared.channels()),
         )
         .await
         .map_err(|_| BrokerError::Unavailable("SUBSCRIBE timed out".into()))?
@@ -259,10 +274,11 @@ impl RedisBroker {
             messages,
             reconnects,
         ));
+        let leases = tokio::spawn(presence::lease_loop(shared.clone()));
         Ok(RedisBroker {
             shared,
             subscriber,
-            tasks: vec![receive, manage, publisher],
+            tasks: vec![receive, manage, publisher, leases],
         })
     }
 
@@ -349,6 +365,11 @@ impl Shared {
     /// The next command connection.
     fn client(&self) -> &Client {
         self.pool.next()
+    }
+
+    /// The channels every node listens on: changes and presence.
+    fn channels(&self) -> Vec<String> {
+        vec![self.channel.clone(), self.presence.channel.clone()]
     }
 
     fn stream_key(&self, route: &str) -> String {
@@ -511,5 +532,42 @@ impl Broker for RedisBroker {
             return false;
         }
         s.client().ping::<String>(None).await.is_ok()
+    }
+
+    async fn presence_join(
+        &self,
+        route: &str,
+        key: &PresenceKey,
+        member: &Member,
+        max_members: usize,
+    ) -> Result<JoinOutcome, BrokerError> {
+        self.shared
+            .presence_join(route, key, member, max_members)
+            .await
+    }
+
+    async fn presence_leave(
+        &self,
+        route: &str,
+        key: &PresenceKey,
+        conn: &str,
+    ) -> Result<(), BrokerError> {
+        self.shared.presence_leave(route, key, conn).await
+    }
+
+    async fn presence_members(
+        &self,
+        route: &str,
+        key: &PresenceKey,
+    ) -> Result<Snapshot, BrokerError> {
+        self.shared.presence_members(route, key).await
+    }
+
+    fn presence_diffs(&self) -> mpsc::UnboundedReceiver<PresenceSignal> {
+        self.shared.presence.diffs()
+    }
+
+    async fn presence_retire(&self) -> Result<(), BrokerError> {
+        self.shared.presence_retire().await
     }
 }

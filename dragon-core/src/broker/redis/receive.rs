@@ -185,8 +185,11 @@ pub(super) async fn receive_loop(
                     // Make sure the channel is subscribed again before reading the streams, so
                     // everything is either in what we read or arrives live afterwards.
                     replay_owed = true;
-                    match subscriber.subscribe(shared.channel.clone()).await {
-                        Ok(()) => replay_owed = !shared.catch_up().await,
+                    match subscriber.subscribe(shared.channels()).await {
+                        Ok(()) => {
+                            shared.presence.resync();
+                            replay_owed = !shared.catch_up().await;
+                        }
                         Err(err) => tracing::warn!(error = %err, "re-subscribing failed; will retry"),
                     }
                 }
@@ -194,6 +197,13 @@ pub(super) async fn receive_loop(
             },
             received = messages.recv() => match received {
                 Ok(msg) => {
+                    if msg.channel == shared.presence.channel.as_str() {
+                        match msg.value.as_str() {
+                            Some(payload) => shared.presence.on_message(&payload),
+                            None => tracing::warn!("non-text message on the presence channel; skipped"),
+                        }
+                        continue;
+                    }
                     if msg.channel != shared.channel.as_str() {
                         continue;
                     }
@@ -210,6 +220,7 @@ pub(super) async fn receive_loop(
                 }
                 Err(RecvError::Lagged(n)) => {
                     shared.stats.lagged.fetch_add(1, Ordering::Relaxed);
+                    shared.presence.resync();
                     tracing::warn!(missed = n, "Redis receive buffer overflowed; replaying from the streams");
                     replay_owed = !shared.catch_up().await;
                 }
@@ -217,7 +228,7 @@ pub(super) async fn receive_loop(
             },
             _ = retry.tick(), if replay_owed => {
                 if subscriber.is_connected() && shared.client().is_connected() {
-                    match subscriber.subscribe(shared.channel.clone()).await {
+                    match subscriber.subscribe(shared.channels()).await {
                         Ok(()) => replay_owed = !shared.catch_up().await,
                         Err(err) => tracing::debug!(error = %err, "still cannot subscribe"),
                     }

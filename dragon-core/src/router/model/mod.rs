@@ -22,6 +22,7 @@ use super::{Ctx, Router};
 use crate::error::{Error, FieldErrors, arg};
 use crate::filter::{Filter, Op, Operand};
 use crate::model::{ActiveOf, ModelHooks, with_known_state};
+use crate::presence::{Keys, Presence, PresenceKey};
 use crate::protocol::Output;
 use crate::publish;
 use crate::schema::{Field, FieldType, Schema};
@@ -52,6 +53,7 @@ pub struct ModelRouter<M> {
     scope: Option<Scope>,
     authorize: Option<Authorize>,
     max_snapshot: usize,
+    presence: Option<Presence>,
     _model: PhantomData<fn() -> M>,
 }
 
@@ -131,6 +133,7 @@ where
             scope: None,
             authorize: None,
             max_snapshot: DEFAULT_MAX_SNAPSHOT,
+            presence: None,
             _model: PhantomData,
         }
     }
@@ -259,6 +262,41 @@ where
     ) -> Self {
         self.authorize = Some(Arc::new(f));
         self
+    }
+
+    /// Enables presence on this route (`presence_join`, `presence_update`, `presence_leave`,
+    /// `presence_watch`; see [`crate::presence`]). With [`Keys::Objects`] or
+    /// [`Keys::ObjectsOrStrings`], an id key must name an object the caller can
+    /// `get_single` (`not_found` otherwise).
+    pub fn presence(mut self, presence: Presence) -> Self {
+        self.presence = Some(presence);
+        self
+    }
+
+    /// Whether the caller may be present on `key` under `rule` (see [`Keys`]).
+    async fn presence_key_visible(
+        &self,
+        ctx: &Ctx,
+        key: PresenceKey,
+        rule: Keys,
+    ) -> Result<(), Error> {
+        let id_ty = self.schema.get("id").expect("id is published").ty;
+        match (rule, &key) {
+            (Keys::Any, _) => Ok(()),
+            (Keys::ObjectsOrStrings, PresenceKey::Str(_)) if id_ty != FieldType::Text => Ok(()),
+            _ => {
+                let by_id = self
+                    .id_filter(ctx, &json!({ "id": key.to_json() }))
+                    .map_err(|_| {
+                        Error::bad_request(format!(
+                            "key must be the id of a {:?} object (a {})",
+                            M::ROUTE,
+                            id_ty.name()
+                        ))
+                    })?;
+                self.find_one(&by_id).await.map(|_| ())
+            }
+        }
     }
 
     /// The route's published fields as clients may use them.
@@ -499,6 +537,15 @@ where
             "update" => self.update(ctx, args).await,
             "delete" => self.delete(ctx, args).await,
             "subscribe" => self.subscribe(ctx, args).await,
+            v if Presence::handles(v) && self.presence.is_some() => {
+                let presence = self.presence.as_ref().expect("checked");
+                let rule = presence.key_rule();
+                presence
+                    .call(ctx, M::ROUTE, v, args, |key| {
+                        self.presence_key_visible(ctx, key, rule)
+                    })
+                    .await
+            }
             "unsubscribe" => {
                 let sub = arg(&args, "sub")?
                     .as_str()

@@ -219,6 +219,13 @@ impl RedisServer {
         }
     }
 
+    /// Deletes what the server persisted (call while it is down): it restarts empty.
+    pub fn wipe(&self) {
+        assert!(self.child.is_none(), "wipe a stopped server");
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::create_dir_all(&self.dir).expect("temp dir");
+    }
+
     /// Runs a command with redis-cli against this server.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
@@ -234,5 +241,77 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A todo-app server in a process of its own (the binary Cargo built for these tests), so it
+/// can be killed with SIGKILL like a crashed node, or stopped with SIGTERM like a deploy.
+pub struct NodeProcess {
+    pub addr: std::net::SocketAddr,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Starts a node on Redis `url` with key `prefix`, on the SQLite file `database_url`;
+    /// waits until it answers `/healthz`.
+    pub async fn start(url: &str, prefix: &str, database_url: &str) -> NodeProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = Command::new(env!("CARGO_BIN_EXE_todo-app"))
+            .env("DRAGON_ADDR", addr.to_string())
+            .env("DATABASE_URL", database_url)
+            .env("REDIS_URL", url)
+            .env("DRAGON_REDIS_PREFIX", prefix)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the todo-app binary");
+        let node = NodeProcess {
+            addr,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                let (status, _) = http(addr, "GET", "/healthz", &[], b"").await;
+                if status == 200 {
+                    return node;
+                }
+            }
+            assert!(Instant::now() < deadline, "the node did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// SIGKILL: the process dies at once, cleaning nothing up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, as a deploy stops a node; waits for it to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
