@@ -107,7 +107,10 @@ impl MemoryPresence {
                 version: k.version,
                 members: k.members.values().cloned().collect(),
             },
-            None => Snapshot::default(),
+            None => Snapshot {
+                version: inner.seq,
+                members: Vec::new(),
+            },
         }
     }
 

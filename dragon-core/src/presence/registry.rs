@@ -298,7 +298,7 @@ impl Registry {
         let Some(view) = self.view(&key) else { return };
         let mut v = view.lock().expect("view lock");
         if v.ready {
-            self.apply(&view, &mut v, diff);
+            self.apply(&view, &mut v, diff, true);
         } else {
             v.buffer.push(diff);
         }
@@ -318,16 +318,24 @@ impl Registry {
         }
     }
 
-    /// Applies a diff to a ready view, or reads the key again if the diff does not follow.
-    fn apply(&self, view: &SharedView, v: &mut View, diff: PresenceDiff) {
+    /// Applies a diff to a ready view, or reads the key again (`reread`) if the diff does not
+    /// follow: something between the view and it was lost.
+    fn apply(&self, view: &SharedView, v: &mut View, diff: PresenceDiff, reread: bool) {
         let follows = diff.prev == v.version || (diff.prev == 0 && v.members.is_empty());
         if !follows {
-            if diff.version > v.version {
-                // Something between the view and this diff was lost.
+            if diff.version <= v.version {
+                return; // already part of the view
+            }
+            if reread {
                 v.buffer.push(diff);
                 self.begin_read(view, v);
+            } else {
+                // Received before a read that should include it, yet newer than the read:
+                // not a lost diff but a broken one; reading again would not help.
+                tracing::warn!(route = %v.key.0, key = %v.key.1, version = diff.version,
+                    "a presence diff fits no version of its key; skipped");
             }
-            return; // else: already part of the view
+            return;
         }
         let before = v.members.len();
         for m in &diff.leaves {
@@ -488,9 +496,11 @@ impl Registry {
             }
         }
         v.progress.send_replace((true, v.version));
+        // These arrived before or while the key was read: each is either in the snapshot
+        // (not newer) or follows it.
         for diff in std::mem::take(&mut v.buffer) {
             if v.ready {
-                self.apply(view, v, diff);
+                self.apply(view, v, diff, false);
             } else {
                 v.buffer.push(diff);
             }
@@ -510,5 +520,208 @@ fn send_counts(v: &mut View) {
                 .clone();
             w.outbox.send(Outbound::Text(f));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tokio::sync::mpsc::{self, UnboundedReceiver};
+
+    use super::*;
+    use crate::broker::{BrokerError, Envelope, History, MemoryBroker, Message, Position};
+    use crate::presence::JoinOutcome;
+
+    /// A memory broker whose presence diffs can be lost on the way to the registry, and
+    /// which counts the registry's reads.
+    struct Lossy {
+        inner: MemoryBroker,
+        lose: Arc<AtomicBool>,
+        reads: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Broker for Lossy {
+        async fn publish(&self, route: &str, message: Message) -> Result<(), BrokerError> {
+            self.inner.publish(route, message).await
+        }
+        fn messages(&self) -> mpsc::UnboundedReceiver<Envelope> {
+            self.inner.messages()
+        }
+        async fn history(&self, route: &str, after: Position) -> Result<History, BrokerError> {
+            self.inner.history(route, after).await
+        }
+        async fn head(&self, route: &str) -> Result<Position, BrokerError> {
+            self.inner.head(route).await
+        }
+        async fn presence_join(
+            &self,
+            route: &str,
+            key: &PresenceKey,
+            member: &Member,
+            max: usize,
+        ) -> Result<JoinOutcome, BrokerError> {
+            self.inner.presence_join(route, key, member, max).await
+        }
+        async fn presence_leave(
+            &self,
+            route: &str,
+            key: &PresenceKey,
+            conn: &str,
+        ) -> Result<(), BrokerError> {
+            self.inner.presence_leave(route, key, conn).await
+        }
+        async fn presence_members(
+            &self,
+            route: &str,
+            key: &PresenceKey,
+        ) -> Result<Snapshot, BrokerError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.presence_members(route, key).await
+        }
+        fn presence_diffs(&self) -> mpsc::UnboundedReceiver<PresenceSignal> {
+            let mut from = self.inner.presence_diffs();
+            let (tx, rx) = mpsc::unbounded_channel();
+            let lose = self.lose.clone();
+            tokio::spawn(async move {
+                while let Some(signal) = from.recv().await {
+                    if !lose.load(Ordering::SeqCst) && tx.send(signal).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        }
+    }
+
+    fn member(conn: &str) -> Member {
+        Member {
+            conn: Arc::from(conn),
+            user: Value::Null,
+            state: json!({}),
+        }
+    }
+
+    fn key() -> ViewKey {
+        (Arc::from("room"), PresenceKey::Str("k".into()))
+    }
+
+    async fn next_event(rx: &mut UnboundedReceiver<Outbound>) -> Value {
+        let frame = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("an event in time")
+            .expect("open");
+        let Outbound::Text(t) = frame else {
+            panic!("not text")
+        };
+        serde_json::from_str(t.as_str()).unwrap()
+    }
+
+    fn conns(list: &Value) -> Vec<&str> {
+        let mut out: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["conn"].as_str().unwrap())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// A registry on a lossy broker, with one active watcher of `key()`.
+    async fn watching() -> (Arc<Registry>, Arc<Lossy>, UnboundedReceiver<Outbound>) {
+        let broker = Arc::new(Lossy {
+            inner: MemoryBroker::new(),
+            lose: Arc::new(AtomicBool::new(false)),
+            reads: AtomicUsize::new(0),
+        });
+        let registry = Registry::start(broker.clone());
+        let (outbox, rx) = Outbox::new(1, 100, Duration::from_secs(10));
+        registry.watch(&key(), &outbox, &Arc::from("watcher"), Mode::Members);
+        registry.settle(&key(), 0).await.unwrap();
+        let data = registry.reply(&key(), outbox.id(), |_| {}).unwrap();
+        assert_eq!(data, json!({"members": []}));
+        (registry, broker, rx)
+    }
+
+    async fn pause() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_diff_is_repaired_by_reading_the_key_again() {
+        let (registry, broker, mut rx) = watching().await;
+        let (route, k) = key();
+        broker
+            .presence_join(&route, &k, &member("a"), 10)
+            .await
+            .unwrap();
+        assert_eq!(conns(&next_event(&mut rx).await["joins"]), ["a"]);
+
+        broker.lose.store(true, Ordering::SeqCst);
+        broker
+            .presence_join(&route, &k, &member("b"), 10)
+            .await
+            .unwrap();
+        pause().await;
+        broker.lose.store(false, Ordering::SeqCst);
+        broker
+            .presence_join(&route, &k, &member("c"), 10)
+            .await
+            .unwrap();
+
+        // c's diff does not follow the view: the key is read again, and the watcher gets
+        // the difference (b and c) once.
+        let e = next_event(&mut rx).await;
+        assert_eq!(conns(&e["joins"]), ["b", "c"]);
+        assert_eq!(e["leaves"], json!([]));
+        pause().await;
+        assert!(rx.try_recv().is_err(), "c is not announced twice");
+        let view = registry.view(&key()).unwrap();
+        let v = view.lock().unwrap();
+        assert_eq!(v.members.len(), 3);
+        assert!(v.ready);
+    }
+
+    #[tokio::test]
+    async fn a_key_emptied_while_the_view_lagged_settles_without_rereading_forever() {
+        let (registry, broker, mut rx) = watching().await;
+        let (route, k) = key();
+        broker
+            .presence_join(&route, &k, &member("a"), 10)
+            .await
+            .unwrap();
+        next_event(&mut rx).await;
+        broker.lose.store(true, Ordering::SeqCst);
+        broker
+            .presence_join(&route, &k, &member("b"), 10)
+            .await
+            .unwrap();
+        pause().await;
+        broker.lose.store(false, Ordering::SeqCst);
+        // a's leave reveals the gap; b's leave (the key is now empty) arrives while the key
+        // is read. Both are part of what the read finds.
+        broker.presence_leave(&route, &k, "a").await.unwrap();
+        broker.presence_leave(&route, &k, "b").await.unwrap();
+        let mut left = Vec::new();
+        while let Ok(Some(Outbound::Text(t))) =
+            tokio::time::timeout(Duration::from_millis(300), rx.recv()).await
+        {
+            let e: Value = serde_json::from_str(t.as_str()).unwrap();
+            left.extend(conns(&e["leaves"]).into_iter().map(str::to_owned));
+        }
+        assert!(left.contains(&"a".to_owned()), "{left:?}");
+        let view = registry.view(&key()).unwrap();
+        assert!(view.lock().unwrap().members.is_empty());
+        let reads = broker.reads.load(Ordering::Relaxed);
+        pause().await;
+        assert_eq!(
+            broker.reads.load(Ordering::Relaxed),
+            reads,
+            "no reading in a loop"
+        );
+        assert!(reads <= 3, "{reads} reads");
+        assert!(view.lock().unwrap().ready);
     }
 }

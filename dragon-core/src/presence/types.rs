@@ -111,7 +111,9 @@ pub enum JoinOutcome {
     Full,
 }
 
-/// A key's members as read in one step, with the version they are current at.
+/// A key's members as read in one step, with the version they are current at: every diff
+/// of the key published before the read has a version at most this (for a key without
+/// members, the broker's latest version of any key), every later one a greater version.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub version: u64,

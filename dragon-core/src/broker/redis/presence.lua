@@ -99,6 +99,11 @@ elseif op == 'leave' then
   if not old then return '0' end
   redis.call('HDEL', hk, conn)
   return announce(hk, route, kj, {}, {old})
+elseif op == 'read' then
+  -- ARGV[5..6] = route, key JSON. The hash, or for a key without members the counter.
+  local all = redis.call('HGETALL', hash_of(ARGV[5], ARGV[6]))
+  if #all == 0 then return {'#', redis.call('GET', seqkey) or '0'} end
+  return all
 elseif op == 'lease' then
   -- ARGV[5] = lease length in ms. Returns 1 if the lease was missing (re-announce).
   return redis.call('ZADD', nodes, now_ms() + tonumber(ARGV[5]), me)

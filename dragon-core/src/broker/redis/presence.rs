@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::interfaces::HashesInterface;
 use fred::types::Value as RedisValue;
 use fred::types::scripts::Script;
 use tokio::sync::{Notify, RwLock, mpsc};
@@ -190,16 +189,17 @@ impl Shared {
         key: &PresenceKey,
     ) -> Result<Snapshot, BrokerError> {
         self.ensure_connected()?;
-        let hk = format!("{}k:{route}:{key}", self.presence.base);
-        let fields: HashMap<String, String> =
-            self.client().hgetall(hk).await.map_err(unavailable)?;
+        let flat: Vec<String> = self
+            .presence_call("read", vec![route.into(), key.to_string().into()])
+            .await?;
         let mut snapshot = Snapshot::default();
-        for (field, value) in fields {
+        for pair in flat.chunks_exact(2) {
+            let (field, value) = (&pair[0], &pair[1]);
             if field == "#" {
                 snapshot.version = value.parse().unwrap_or(0);
                 continue;
             }
-            match serde_json::from_str::<Member>(&value) {
+            match serde_json::from_str::<Member>(value) {
                 Ok(m) => snapshot.members.push(m),
                 Err(err) => {
                     tracing::warn!(%route, %key, error = %err, "unreadable presence member; skipped")
