@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -37,25 +37,9 @@ pub(super) async fn run(
     origin_ok: bool,
 ) {
     let inner = &dragon.inner;
-    if !origin_ok {
-        let _ = close_with(&mut socket, close::POLICY, "origin not allowed").await;
+    let Some(user) = admit(&dragon, &mut socket, token, origin_ok).await else {
         return;
-    }
-    let user = match (&token, &inner.auth) {
-        (Some(token), Some(auth)) => match auth.authenticate(token).await {
-            Ok(user) => user,
-            Err(err) => {
-                tracing::warn!(error = %err, "authentication failed at connect");
-                None
-            }
-        },
-        _ => None,
     };
-    if inner.require_auth && user.is_none() {
-        let _ = close_with(&mut socket, close::AUTH_REQUIRED, "authentication required").await;
-        return;
-    }
-
     let n = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     let conn_id = format!("c{n}-{}", uuid::Uuid::new_v4().simple());
     let (outbox, rx) = Outbox::new(n, inner.limits.max_queued, inner.limits.slow_consumer_grace);
@@ -71,10 +55,9 @@ pub(super) async fn run(
     let hello = json!({"event": "hello", "data": {"protocol": PROTOCOL_VERSION, "conn": conn_id, "user": user}});
     outbox.send(Outbound::Text(Utf8Bytes::from(hello.to_string())));
 
-    let (sink, mut stream) = socket.split();
-    let mut shutdown = inner.shutdown.subscribe();
+    let (sink, stream) = socket.split();
+    let shutdown = inner.shutdown.subscribe();
     let (stop_tx, stop_rx) = watch::channel(false);
-
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
@@ -82,52 +65,8 @@ pub(super) async fn run(
         shutdown.clone(),
         stop_rx,
     ));
+    read_loop(&dragon, &conn, stream, shutdown, &stop_tx).await;
 
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let mut seq: u64 = 0;
-    let every = inner.limits.ping_interval;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let mut heard = tokio::time::Instant::now();
-    loop {
-        let msg = tokio::select! {
-            msg = stream.next() => msg,
-            _ = ping.tick() => {
-                if heard.elapsed() >= every * 2 {
-                    tracing::debug!(conn = %conn_id, "no answer to pings: dropping a half-open connection");
-                    let _ = stop_tx.send(true);
-                    break;
-                }
-                outbox.send(Outbound::Ping);
-                continue;
-            }
-            _ = raised(&mut shutdown) => break,
-        };
-        heard = tokio::time::Instant::now();
-        let Some(msg) = msg else { break };
-        match msg {
-            Ok(WsMessage::Text(t)) => {
-                seq += 1;
-                handle_text(&dragon, &conn, &in_flight, t.as_str(), seq);
-            }
-            Ok(WsMessage::Binary(_)) => {
-                let err = Error::bad_request("binary frames are not supported; send JSON text");
-                outbox.send(failure(None, &err));
-            }
-            Ok(WsMessage::Close(_)) => break,
-            Ok(_) => {}
-            Err(err) => {
-                let too_big = is_capacity_error(&err);
-                if too_big {
-                    tracing::debug!(conn = %conn_id, "frame over the size limit");
-                    outbox.send(Outbound::Close(close::TOO_BIG, "frame too large".into()));
-                } else {
-                    tracing::debug!(conn = %conn_id, error = %err, "socket error");
-                    let _ = stop_tx.send(true);
-                }
-                break;
-            }
-        }
-    }
     conn.close(&inner.hub);
     // Queued replies go out before the closing frame, unless the socket is gone.
     if !*stop_tx.borrow() && !*inner.shutdown.borrow() {
@@ -137,6 +76,92 @@ pub(super) async fn run(
     tracing::debug!(conn = %conn_id, "disconnected");
     if inner.live.fetch_sub(1, Ordering::AcqRel) == 1 {
         inner.all_closed.notify_waiters();
+    }
+}
+
+/// Checks the origin and the token; the user (`Some(None)`: anonymous), or `None` once the
+/// socket was closed with 1008 or 4001.
+async fn admit(
+    dragon: &Dragon,
+    socket: &mut WebSocket,
+    token: Option<String>,
+    origin_ok: bool,
+) -> Option<Option<Value>> {
+    let inner = &dragon.inner;
+    if !origin_ok {
+        let _ = close_with(socket, close::POLICY, "origin not allowed").await;
+        return None;
+    }
+    let user = match (&token, &inner.auth) {
+        (Some(token), Some(auth)) => match auth.authenticate(token).await {
+            Ok(user) => user,
+            Err(err) => {
+                tracing::warn!(error = %err, "authentication failed at connect");
+                None
+            }
+        },
+        _ => None,
+    };
+    if inner.require_auth && user.is_none() {
+        let _ = close_with(socket, close::AUTH_REQUIRED, "authentication required").await;
+        return None;
+    }
+    Some(user)
+}
+
+/// Reads frames until the peer closes, the socket fails, the server shuts down, or the peer
+/// stays silent through two pings (half-open). Raises `stop` when the socket is unusable.
+async fn read_loop(
+    dragon: &Dragon,
+    conn: &Arc<Conn>,
+    mut stream: SplitStream<WebSocket>,
+    mut shutdown: watch::Receiver<bool>,
+    stop: &watch::Sender<bool>,
+) {
+    let outbox = &conn.outbox;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut seq: u64 = 0;
+    let every = dragon.inner.limits.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut heard = tokio::time::Instant::now();
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            _ = ping.tick() => {
+                if heard.elapsed() >= every * 2 {
+                    tracing::debug!(conn = %conn.id, "no answer to pings: dropping a half-open connection");
+                    let _ = stop.send(true);
+                    return;
+                }
+                outbox.send(Outbound::Ping);
+                continue;
+            }
+            _ = raised(&mut shutdown) => return,
+        };
+        heard = tokio::time::Instant::now();
+        let Some(msg) = msg else { return };
+        match msg {
+            Ok(WsMessage::Text(t)) => {
+                seq += 1;
+                handle_text(dragon, conn, &in_flight, t.as_str(), seq);
+            }
+            Ok(WsMessage::Binary(_)) => {
+                let err = Error::bad_request("binary frames are not supported; send JSON text");
+                outbox.send(failure(None, &err));
+            }
+            Ok(WsMessage::Close(_)) => return,
+            Ok(_) => {}
+            Err(err) => {
+                if is_capacity_error(&err) {
+                    tracing::debug!(conn = %conn.id, "frame over the size limit");
+                    outbox.send(Outbound::Close(close::TOO_BIG, "frame too large".into()));
+                } else {
+                    tracing::debug!(conn = %conn.id, error = %err, "socket error");
+                    let _ = stop.send(true);
+                }
+                return;
+            }
+        }
     }
 }
 
