@@ -17,12 +17,15 @@ pub mod filter;
 pub mod hub;
 pub mod metrics;
 pub mod model;
+pub mod prelude;
 pub mod presence;
 pub mod protocol;
 pub mod publish;
 pub mod router;
 pub mod schema;
 pub mod server;
+pub mod testing;
+pub mod time;
 
 pub use dragon_derive::DragonModel;
 pub use error::{Error, Result};
@@ -30,6 +33,7 @@ pub use model::{ModelHooks, Publish};
 pub use publish::transaction;
 pub use router::{Ctx, ModelRouter, Router, Validator};
 pub use server::{Authenticator, Dragon, Limits};
+pub use time::now;
 
 /// What the derive's generated code names; not for direct use.
 #[doc(hidden)]

@@ -6,12 +6,10 @@ use std::sync::Arc;
 
 use axum::http::header;
 use axum::routing::get;
-use chrono::{SubsecRound, Utc};
 use dragon_core::broker::Broker;
 use dragon_core::presence::{Keys, Presence};
-use dragon_core::{Dragon, ModelRouter, Validator};
+use dragon_core::{Dragon, ModelRouter, Validator, now};
 use sea_orm::{DatabaseConnection, DbErr};
-use serde_json::Value;
 
 use entity::{todo_item, todo_list};
 
@@ -49,15 +47,6 @@ pub async fn broker_from_env() -> Result<Option<Arc<dyn Broker>>, dragon_core::b
         }
         _ => Ok(None),
     }
-}
-
-/// Server-set timestamps, to the microsecond every database keeps.
-fn now() -> Value {
-    Value::from(
-        Utc::now()
-            .trunc_subsecs(6)
-            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-    )
 }
 
 /// The Dragon server with the todo-app's two routes.
