@@ -15,6 +15,9 @@
 //   If the server cannot replay (`recovered: false`) or sends a `resync` frame, the client emits
 //   'resync' and the subscription's handler gets `{event: 'resync', ...}`; a LiveList reloads
 //   itself from a fresh snapshot. Close codes 4001 and 1008 stop reconnecting.
+// - Presence handles (client.presence / watchPresence) join or watch again after every
+//   reconnection, join handles with their latest state; their member lists are reset from
+//   each reply and then follow the events.
 
 export type Id = number | string;
 
@@ -204,6 +207,105 @@ export class LiveList<T = any> {
   close(): Promise<void>;
 }
 
+/** Presence keys (PROTOCOL.md section 7): an object id or a free string. `42` and `"42"` differ. */
+export type PresenceKey = number | string;
+
+/** One connection present on a key. */
+export interface PresenceMember<S = Record<string, unknown>, U = any> {
+  /** the connection id (a new one after each reconnection) */
+  conn: string;
+  /** the connection's user, or null (no login) */
+  user: U | null;
+  state: S;
+}
+
+/** What changed: members that joined or changed state (`joins`) and that left (`leaves`, with their last state). */
+export interface PresenceChange<S = Record<string, unknown>, U = any> {
+  joins: PresenceMember<S, U>[];
+  leaves: PresenceMember<S, U>[];
+  /** set when the handle closed because the server refused it for good (the list is then empty) */
+  error?: DragonError;
+}
+
+/** Members of one user (or, with a keyOf function, of one key), in the members' order. */
+export interface PresenceGroup<S = Record<string, unknown>, U = any> {
+  user: U | null;
+  members: PresenceMember<S, U>[];
+  states: S[];
+}
+
+export interface PresenceOptions {
+  /** `ready` rejects with `timeout` after this many ms (default: the client's timeout); the handle keeps trying */
+  timeout?: number;
+}
+
+export interface WatchPresenceOptions extends PresenceOptions {
+  /** follow only the number of members (`count`, onChange(count)): for keys with many members */
+  count?: boolean;
+}
+
+/**
+ * A presence handle (client.presence / client.watchPresence). It joins (or watches) at once,
+ * and again after every reconnection (join handles with their latest state). Members are set
+ * from each reply and then kept current from `presence` events, in arrival order.
+ */
+export class Presence<S = Record<string, unknown>, U = any> {
+  readonly client: Dragon;
+  /** 'join' (client.presence), 'watch' or 'count' (client.watchPresence) */
+  readonly kind: 'join' | 'watch' | 'count';
+  readonly route: string;
+  readonly key: PresenceKey;
+  /** join handles: the latest state asked for (sent again on every re-join) */
+  readonly state: S | undefined;
+  /** the members, including this connection once joined; a new array after every change */
+  readonly members: PresenceMember<S, U>[];
+  /** the members other than this connection */
+  readonly others: PresenceMember<S, U>[];
+  /** this connection's own member, or null */
+  readonly self: PresenceMember<S, U> | null;
+  /** this client's current connection id (changes with every reconnection) */
+  readonly conn: string | null;
+  /** the number of members (count handles: as the server reports it; null before the first reply) */
+  readonly count: number | null;
+  /** the last error: a failure being retried, or the refusal that closed the handle; null after a success */
+  readonly error: DragonError | null;
+  /** true after leave(), or once the server refused the key for good */
+  readonly closed: boolean;
+  /**
+   * Resolves (to the handle) with the first reply: the join's for join handles, the watch's for
+   * watchers. Rejects with the first failure (`not_found`, `unknown_verb`, `validation`,
+   * `bad_request`, `conflict` when this client already joined the key, `timeout`, ...);
+   * transient failures (`timeout`, `unavailable`, `internal`, `rate_limited`) are retried in
+   * the background with backoff.
+   */
+  readonly ready: Promise<this>;
+  /** cb(members, change) on every change; the first call lists every member as a join. Returns off(). */
+  onChange(cb: (members: PresenceMember<S, U>[], change: PresenceChange<S, U>) => void): () => void;
+  /** members grouped so that several tabs (connections) of one user show once (see groupByUser) */
+  byUser(keyOf?: (member: PresenceMember<S, U>) => unknown): PresenceGroup<S, U>[];
+  /**
+   * Join handles: set this connection's state (an object, at most 1,024 bytes of JSON by default).
+   * Resolves to the members once the server holds it (a newer state counts too); while offline
+   * it waits for the re-join. Rejects with `validation` (the previous state stays), `timeout`
+   * (the state is still sent with the next join), or `bad_request`.
+   */
+  update(state: S, options?: CallOptions): Promise<PresenceMember<S, U>[]>;
+  /** leave (or stop watching); no more events or re-joins. Resolves once the server confirmed. */
+  leave(): Promise<void>;
+  /** alias of leave() */
+  close(): Promise<void>;
+}
+
+/** A count-only watcher: `count` and onChange(count). */
+export interface PresenceCount extends Omit<Presence, 'onChange' | 'update' | 'ready'> {
+  readonly kind: 'count';
+  readonly ready: Promise<PresenceCount>;
+  onChange(cb: (count: number) => void): () => void;
+}
+
+/** A watcher without a state of its own. */
+export type PresenceWatch<S = Record<string, unknown>, U = any> = Omit<Presence<S, U>, 'update' | 'state'>;
+
 export interface OpenInfo { conn: string | null; user: any; reconnect: boolean }
 export interface CloseInfo { code?: number; reason?: string; wasClean?: boolean }
 export interface ReconnectingInfo { attempt: number; delay: number }
@@ -253,6 +355,15 @@ export class Dragon {
   subscribe<T = any>(route: string, onEvent: EventHandler<T>, options?: SubscribeOptions<T>): Promise<Subscription<T>>;
   liveList<T = any>(route: string, filter?: Filter | null, options?: LiveListOptions<T>): LiveList<T>;
 
+  /**
+   * Join presence on `key` of `route` with `state` (default {}): returns a handle at once.
+   * One join per key and client (a second one fails with `conflict`); watchers may share it.
+   */
+  presence<S = Record<string, unknown>, U = any>(route: string, key: PresenceKey, state?: S, options?: PresenceOptions): Presence<S, U>;
+  /** Watch presence on `key` without joining. */
+  watchPresence(route: string, key: PresenceKey, options: WatchPresenceOptions & { count: true }): PresenceCount;
+  watchPresence<S = Record<string, unknown>, U = any>(route: string, key: PresenceKey, options?: WatchPresenceOptions & { count?: false }): PresenceWatch<S, U>;
+
   ping(options?: CallOptions): Promise<{ time: number }>;
   whoami<U = any>(options?: CallOptions): Promise<U | null>;
   /** authenticate this connection; the token is reused for reconnections */
@@ -260,6 +371,12 @@ export class Dragon {
 }
 
 export function liveList<T = any>(client: Dragon, route: string, filter?: Filter | null, options?: LiveListOptions<T>): LiveList<T>;
+/**
+ * Group presence members: by `user.id` when the user is an object with an id, else by the
+ * user's JSON; members whose user is null are each their own group. `keyOf(member)` replaces
+ * the user as the grouping key (null/undefined: a group of its own).
+ */
+export function groupByUser<S = Record<string, unknown>, U = any>(members: PresenceMember<S, U>[], keyOf?: (member: PresenceMember<S, U>) => unknown): PresenceGroup<S, U>[];
 /** comparator for order_by (ties by id; strings by code point; RFC 3339 as instants; nulls first) */
 export function makeComparator<T = any>(orderBy?: string[] | string, key?: string): (a: T, b: T) => number;
 export function sortItems<T = any>(items: T[], orderBy?: string[] | string, key?: string): T[];
@@ -275,6 +392,8 @@ declare const dragonApi: {
   Subscription: typeof Subscription;
   LiveList: typeof LiveList;
   liveList: typeof liveList;
+  Presence: typeof Presence;
+  groupByUser: typeof groupByUser;
   makeComparator: typeof makeComparator;
   sortItems: typeof sortItems;
   compareValues: typeof compareValues;

@@ -26,6 +26,10 @@
  *   `resync` frame, the client emits `resync` and calls the subscription's handler with
  *   `{event: 'resync', route, subs, reason}`; liveList reloads itself automatically.
  * - Close codes 4001 (authentication required) and 1008 (policy) stop reconnection.
+ * - Presence: client.presence(route, key, state) / client.watchPresence(route, key, {count})
+ *   return a handle at once (members, onChange, update, leave, byUser, ready, self, conn).
+ *   It joins (watches) as soon as connected and again after every reconnection, with the
+ *   latest state; members are set from each reply, then follow the events in arrival order.
  */
 (function (root) {
   'use strict';
@@ -344,6 +348,8 @@
       this._channel = new Set();
       this._subs = new Set();      // live Subscription handles
       this._subById = new Map();   // server sub id -> Subscription
+      this._presence = new Map();  // route + key -> PresenceKey (shared by the handles of one key)
+      this._epoch = 0;             // counts hellos: which connection a presence state belongs to
       this._readyWaiters = [];
       this._everReady = false;
       this._lastRx = 0;
@@ -428,6 +434,8 @@
         try { ws.close(1000, 'client disconnect'); } catch (e) { /* ignore */ }
       }
       this._failAll(new DragonError('disconnected', 'disconnected by the client'), true);
+      var gone = new DragonError('disconnected', 'disconnected by the client');
+      this._presence.forEach(function (k) { k._failWaiters(gone); });
       if (this._onlineHooked) { root.removeEventListener('online', this._onOnline); this._onlineHooked = false; }
       var was = this.state;
       this._setState('closed');
@@ -487,6 +495,8 @@
       // Server subscription ids die with the socket.
       this._subById.clear();
       this._subs.forEach(function (s) { s.id = null; s._established = false; });
+      // Presence memberships and watches die with the socket too (the server publishes the leaves).
+      Array.from(this._presence.values()).forEach(function (k) { k._dropped(); });
     }
 
     _onSocketClosed(ws, info) {
@@ -562,6 +572,9 @@
       // Re-establish subscriptions first (with `since`), then flush the queue.
       var self = this;
       this._subs.forEach(function (s) { if (s.active && !s._establishing) self._resume(s, 0); });
+      // Join and watch presence again, each handle with its latest state.
+      this._epoch++;
+      Array.from(this._presence.values()).forEach(function (k) { k.attempt = 0; k.sync(); });
       this._flush();
       this._emit('open', { conn: this.conn, user: this.user, reconnect: reconnect });
       var waiters = this._readyWaiters;
@@ -633,6 +646,11 @@
       var self = this;
       this._channel.forEach(function (cb) { safeCall(cb, [frame], function (err) { self._emit('error', err); }); });
       if (frame.event === 'hello') { this._onHello(frame); return; }
+      if (frame.event === 'presence') {
+        var pk = this._presence.get(presenceKeyId(frame.route, frame.key));
+        if (pk) pk._onEvent(frame);
+        return;
+      }
       var subs = Array.isArray(frame.subs) ? frame.subs : [];
       if (frame.event === 'resync') {
         subs.forEach(function (id) {
@@ -697,6 +715,8 @@
           }, timeout);
         }
         entry.onLate = opts.onLate;
+        // Bound to the current connection: never sent on a later one (presence re-sends its own).
+        if (opts.sameConnection) entry.epoch = self._connected ? self._epoch : -1;
         if (!self._wanted && !opts.noQueue) {
           self._settle(entry, new DragonError('disconnected', 'the client is disconnected (call connect())'));
           return;
@@ -711,6 +731,10 @@
       while (this._queue.length && this._inFlight < this.maxInFlight) {
         var entry = this._queue.shift();
         if (entry.done) continue;
+        if (entry.epoch !== undefined && entry.epoch !== this._epoch) {
+          this._settle(entry, new DragonError('disconnected', 'the connection it was meant for is gone'));
+          continue;
+        }
         entry.id = this._nextId++;
         var frame = { id: entry.id, route: entry.route, verb: entry.verb, args: entry.args };
         var text;
@@ -870,6 +894,27 @@
     /** A LiveList bound to this client. */
     liveList(route, filter, options) { return liveList(this, route, filter, options); }
 
+    // ---- public API: presence ----
+
+    /**
+     * Join presence on `key` (an object id or a free string) of `route` with `state` (an
+     * object, default {}). Returns a Presence handle at once: it joins as soon as connected,
+     * joins again with its latest state after every reconnection, and keeps `members` current.
+     * options: {timeout} (for `ready`).
+     */
+    presence(route, key, state, options) {
+      return openPresence(this, 'join', route, key, state === undefined || state === null ? {} : state, options || {});
+    }
+
+    /**
+     * Watch presence on `key` without joining. With {count: true} only the number of members
+     * is followed (`count`, onChange(count)). options: {count, timeout}.
+     */
+    watchPresence(route, key, options) {
+      var o = options || {};
+      return openPresence(this, o.count ? 'count' : 'watch', route, key, undefined, o);
+    }
+
     // ---- public API: connection-level route ----
 
     ping(options) { return this.call('dragon', 'ping', {}, options); }
@@ -883,6 +928,589 @@
         return user;
       });
     }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Presence (protocol section 7): who else is here, live.
+  //
+  // One PresenceKey per (route, key) and client holds what the server has for this connection
+  // (joined, watching members, watching the count) and the member list; the Presence handles
+  // the page holds are views on it. So two handles on one key share one membership and one
+  // stream of events, and leaving one does not end the other. Requests for one key go out one
+  // at a time; state updates made meanwhile are folded into the next request (the latest state
+  // wins, as the server would coalesce them anyway).
+
+  var PRESENCE_VERBS_TRANSIENT = { timeout: 1, unavailable: 1, internal: 1, rate_limited: 1 };
+
+  /** JSON with object keys sorted, so equal values give equal strings. */
+  function stableStringify(v) {
+    if (v === undefined) return 'null';
+    if (v === null || typeof v !== 'object') return JSON.stringify(v);
+    if (Array.isArray(v)) return '[' + v.map(stableStringify).join(',') + ']';
+    return '{' + Object.keys(v).sort().filter(function (k) { return v[k] !== undefined; }).map(function (k) {
+      return JSON.stringify(k) + ':' + stableStringify(v[k]);
+    }).join(',') + '}';
+  }
+
+  function presenceKeyId(route, key) { return String(route) + '\n' + stableStringify(key); }
+
+  function isPlainObject(v) { return v !== null && typeof v === 'object' && !Array.isArray(v); }
+
+  function sameMember(a, b) {
+    return a.conn === b.conn && stableStringify(a.user) === stableStringify(b.user) &&
+      stableStringify(a.state) === stableStringify(b.state);
+  }
+
+  /**
+   * Group presence members so that several connections (tabs) of one user show once: by
+   * `user.id` when the user is an object with an id, else by the user's JSON; members whose
+   * user is null are each their own group. `keyOf(member)`, if given, replaces the user as the
+   * grouping key (null/undefined: a group of its own). Groups keep the members' order.
+   * @returns {{user: *, members: object[], states: object[]}[]}
+   */
+  function groupByUser(members, keyOf) {
+    var groups = [];
+    var index = new Map();
+    (members || []).forEach(function (m) {
+      var k;
+      if (typeof keyOf === 'function') {
+        var own = keyOf(m);
+        k = own === undefined || own === null ? '\u0000conn:' + m.conn : 'key:' + stableStringify(own);
+      } else {
+        var u = m.user;
+        if (u === null || u === undefined) k = '\u0000conn:' + m.conn;
+        else if (isPlainObject(u) && u.id !== undefined && u.id !== null) k = 'id:' + stableStringify(u.id);
+        else k = 'user:' + stableStringify(u);
+      }
+      var g = index.get(k);
+      if (!g) {
+        g = { user: m.user === undefined ? null : m.user, members: [], states: [] };
+        index.set(k, g);
+        groups.push(g);
+      }
+      g.members.push(m);
+      g.states.push(m.state);
+    });
+    return groups;
+  }
+
+  class PresenceKey {
+    constructor(client, route, key, id) {
+      this.client = client;
+      this.route = route;
+      this.key = key;
+      this.id = id;
+      this.joiner = null;          // the one join handle of this key, or null
+      this.watchers = new Set();   // watch handles ('watch' and 'count')
+      this.members = new Map();    // conn -> member, in the server's order then arrival order
+      this.list = [];              // Array.from(members.values()), rebuilt on change
+      this.count = null;           // from count replies and events
+      this.mode = null;            // what the server holds for connection `epoch`: null | 'count' | 'members' | 'joined'
+      this.joinedBy = null;        // the handle whose join the server holds
+      this.epoch = -1;
+      this.loaded = false;         // members/count come from the current connection
+      this.op = null;              // the request in flight
+      this.attempt = 0;
+      this.retryTimer = null;
+      this.leaves = [];            // leave() calls waiting: {handle, resolve}
+    }
+
+    handles() {
+      var out = [];
+      if (this.joiner) out.push(this.joiner);
+      this.watchers.forEach(function (h) { out.push(h); });
+      return out;
+    }
+
+    /** What the server holds for this key on the current connection. */
+    held() {
+      var c = this.client;
+      return c._connected && this.epoch === c._epoch ? this.mode : null;
+    }
+
+    wanted() {
+      if (this.joiner) return 'joined';
+      var members = false, count = false;
+      this.watchers.forEach(function (h) { if (h.kind === 'count') count = true; else members = true; });
+      return members ? 'members' : count ? 'count' : null;
+    }
+
+    /** Send whatever brings the server to what the handles want; one request at a time. */
+    sync() {
+      if (this.op || this.retryTimer) return;
+      var c = this.client;
+      if (!c._connected) { this._settleLeaves(); this._disposeIfUnused(); return; }
+      var have = this.held();
+      var want = this.wanted();
+      this._settleLeaves();
+      if (want === null) {
+        if (have === null) { this._disposeIfUnused(); return; }
+        this._send('presence_leave', { key: this.key }, {});
+        return;
+      }
+      if (want === 'joined') {
+        var j = this.joiner;
+        if (have !== 'joined' || this.joinedBy !== j) {
+          this._send('presence_join', { key: this.key, state: j.state }, { handle: j, version: j._version, state: j.state });
+        } else if (j._applied < j._version) {
+          this._send('presence_update', { key: this.key, state: j.state }, { handle: j, version: j._version, state: j.state });
+        }
+        return;
+      }
+      // only watchers left: a membership this connection still holds must end first
+      if (have === 'joined') { this._send('presence_leave', { key: this.key }, {}); return; }
+      if (want === 'members' && have !== 'members') {
+        this._send('presence_watch', { key: this.key }, { count: false });
+      } else if (want === 'count' && have !== 'count') {
+        this._send('presence_watch', { key: this.key, count: true }, { count: true });
+      }
+    }
+
+    _send(verb, args, op) {
+      var self = this;
+      var c = this.client;
+      op.verb = verb;
+      op.epoch = c._epoch;
+      this.op = op;
+      c._request(this.route, verb, args, {
+        retry: false,
+        sameConnection: true,
+        // Applied synchronously, before any event that follows the reply on the wire.
+        onReply: function (frame) { if (self.op === op) self._onReply(op, frame.data); }
+      }).then(function () {
+        if (self.op !== op) return;
+        self.op = null;
+        self.attempt = 0;
+        self.sync();
+      }, function (err) {
+        if (self.op !== op) return;
+        self.op = null;
+        self._onError(op, err);
+      });
+    }
+
+    _onReply(op, data) {
+      var c = this.client;
+      this.epoch = c._epoch;
+      data = data || {};
+      if (op.verb === 'presence_leave') {
+        this.mode = null;
+        this.joinedBy = null;
+        this.loaded = false;
+        return;
+      }
+      if (op.verb === 'presence_watch') {
+        this.mode = op.count && !Array.isArray(data.members) ? 'count' : 'members';
+      } else {
+        this.mode = 'joined';
+        this.joinedBy = op.handle;
+        var h = op.handle;
+        if (op.version > h._applied) { h._applied = op.version; h._accepted = op.state; }
+        if (h._applied === h._version) h.error = null;
+      }
+      this.watchers.forEach(function (w) { w.error = null; });
+      if (Array.isArray(data.members)) this._baseline(data.members);
+      else if (typeof data.count === 'number') this._setCount(data.count, true);
+      if (op.handle) op.handle._resolveUpdates(op.handle._applied);
+      this.handles().forEach(function (h) { h._onLoaded(op); });
+    }
+
+    _onError(op, err) {
+      var c = this.client;
+      if (!err || err.code === 'disconnected' || op.epoch !== c._epoch || !c._connected) return; // the reconnection re-sends
+      var self = this;
+      if (PRESENCE_VERBS_TRANSIENT[err.code]) {
+        // Retry on this connection with backoff; ready() reports the first failure.
+        this.handles().forEach(function (h) { h.error = err; h._failReady(err); });
+        this.retryTimer = setTimeout(function () {
+          self.retryTimer = null;
+          if (c._epoch === op.epoch) self.sync();
+        }, backoffDelay(c.backoff, this.attempt++));
+        return;
+      }
+      if (op.verb === 'presence_leave') {
+        // Not expected (leave is idempotent); count the key as left.
+        this.mode = null;
+        this.joinedBy = null;
+        this.sync();
+        return;
+      }
+      var h = op.handle;
+      if (op.verb === 'presence_update' && err.code === 'bad_request') {
+        // The server does not hold our membership (the state itself is checked before sending): join again.
+        this.mode = null;
+        this.joinedBy = null;
+        this.sync();
+        return;
+      }
+      if (h && h === this.joiner && (err.code === 'validation' || err.code === 'bad_request') &&
+          h._applied > 0 && op.version > h._applied) {
+        // A new state was refused (too large, ...): keep the last accepted one, reject the update.
+        if (h._version === op.version) { h.state = h._accepted; h._version = h._applied; }
+        h._rejectUpdates(function (v) { return v > h._applied && v <= op.version; }, err);
+        this.sync();
+        return;
+      }
+      // Refused for good (unknown_verb, not_found, forbidden, ...): the handles concerned close.
+      var concerned = op.verb === 'presence_watch' ? Array.from(this.watchers) : (h && h === this.joiner ? [h] : []);
+      concerned.forEach(function (x) { x._fail(err); });
+      this.sync();
+    }
+
+    _dropped() {
+      // The socket is gone: so is everything the server held for it.
+      this.op = null;
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+      this.loaded = false;
+      this.mode = null;
+      this.joinedBy = null;
+      this._settleLeaves();
+      this._disposeIfUnused();
+    }
+
+    _disposeIfUnused() {
+      if (this.joiner || this.watchers.size || this.op) return;
+      if (this.client._presence.get(this.id) === this) this.client._presence.delete(this.id);
+    }
+
+    _settleLeaves() {
+      if (!this.leaves.length) return;
+      var have = this.held();
+      var want = this.wanted();
+      var self = this;
+      this.leaves = this.leaves.filter(function (w) {
+        var stillHeld = w.handle.kind === 'join'
+          ? have === 'joined' && self.joinedBy === w.handle
+          : have !== null && want === null;
+        if (stillHeld) return true;
+        w.resolve();
+        return false;
+      });
+    }
+
+    _failWaiters(err) {
+      this.handles().forEach(function (h) { h._rejectUpdates(function () { return true; }, err); });
+      this.leaves.splice(0).forEach(function (w) { w.resolve(); });
+    }
+
+    _baseline(list) {
+      var old = this.members;
+      var next = new Map();
+      list.forEach(function (m) { if (m && m.conn !== undefined) next.set(m.conn, m); });
+      var joins = [], leaves = [];
+      next.forEach(function (m, conn) {
+        var prev = old.get(conn);
+        if (!prev || !sameMember(prev, m)) joins.push(m);
+      });
+      old.forEach(function (m, conn) { if (!next.has(conn)) leaves.push(m); });
+      this.members = next;
+      this.loaded = true;
+      this._changed(joins, leaves);
+    }
+
+    _onEvent(frame) {
+      if (typeof frame.count === 'number' && !Array.isArray(frame.joins) && !Array.isArray(frame.leaves)) {
+        if (this.mode === 'count' || !this.loaded) this._setCount(frame.count, false);
+        return;
+      }
+      // In arrival order; within one frame the leaves first, then the joins (a member that
+      // left and came back, as after a server's re-announcement, ends up present).
+      var members = this.members;
+      var joins = [], leaves = [];
+      (Array.isArray(frame.leaves) ? frame.leaves : []).forEach(function (m) {
+        if (!m || !members.has(m.conn)) return; // unknown conn: nothing to do
+        leaves.push(members.get(m.conn));
+        members.delete(m.conn);
+      });
+      (Array.isArray(frame.joins) ? frame.joins : []).forEach(function (m) {
+        if (!m || m.conn === undefined) return;
+        var prev = members.get(m.conn);
+        if (prev && sameMember(prev, m)) return;
+        members.set(m.conn, m); // an update replaces in place
+        joins.push(m);
+      });
+      if (joins.length || leaves.length) this._changed(joins, leaves);
+    }
+
+    _setCount(n, fromReply) {
+      var changed = this.count !== n;
+      this.count = n;
+      if (fromReply) this.loaded = true;
+      this.watchers.forEach(function (h) { if (h.kind === 'count') h._notifyCount(changed); });
+    }
+
+    _changed(joins, leaves) {
+      this.list = Array.from(this.members.values());
+      var list = this.list;
+      var change = { joins: joins, leaves: leaves };
+      this.handles().forEach(function (h) {
+        if (h.kind === 'count') h._notifyCount(false);
+        else h._notify(list, change);
+      });
+    }
+
+    membersMode() {
+      return this.loaded && (this.mode === 'members' || this.mode === 'joined');
+    }
+  }
+
+  var NOT_READY = {};
+
+  /** The handle returned by client.presence() and client.watchPresence(). */
+  class Presence {
+    constructor(client, kind, route, key, state, options) {
+      this.client = client;
+      /** 'join' (client.presence), 'watch' or 'count' (client.watchPresence) */
+      this.kind = kind;
+      this.route = route;
+      this.key = key;
+      /** the latest state asked for (join handles); re-joins send it */
+      this.state = kind === 'join' ? state : undefined;
+      /** the members, a new array on every change (empty for count handles) */
+      this.members = [];
+      /** the last error (a refused join or watch, or a failure being retried), or null */
+      this.error = null;
+      /** true after leave() (or once the server refused the key for good) */
+      this.closed = false;
+      this._entry = null;
+      this._listeners = new Set();
+      this._notified = false;
+      this._lastCount = NOT_READY;
+      this._version = 1;           // of `state`
+      this._applied = 0;           // the newest version the server holds
+      this._accepted = undefined;  // the state of version _applied
+      this._updates = [];          // update() promises waiting: {version, resolve, reject, timer}
+      var self = this;
+      this._readySettled = false;
+      this.ready = new Promise(function (resolve, reject) { self._readyResolve = resolve; self._readyReject = reject; });
+      this.ready.catch(function () {}); // no unhandled-rejection noise for onChange-only users
+      var timeout = options.timeout != null ? options.timeout : client.timeout;
+      if (timeout > 0 && isFinite(timeout)) {
+        this._readyTimer = setTimeout(function () {
+          self._failReady(new DragonError('timeout', 'presence on ' + route + ' ' + JSON.stringify(key) + ' not ready within ' + timeout + ' ms'));
+        }, timeout);
+        if (this._readyTimer && this._readyTimer.unref) this._readyTimer.unref();
+      }
+    }
+
+    /** this client's current connection id (it changes with every reconnection) */
+    get conn() { return this.client.conn; }
+
+    /** this connection's own member entry, or null (not joined yet, or a watcher) */
+    get self() {
+      var conn = this.client.conn;
+      if (conn === null || conn === undefined) return null;
+      for (var i = 0; i < this.members.length; i++) if (this.members[i].conn === conn) return this.members[i];
+      return null;
+    }
+
+    /** the members other than this connection */
+    get others() {
+      var conn = this.client.conn;
+      return this.members.filter(function (m) { return m.conn !== conn; });
+    }
+
+    /** the number of members (count handles: as the server counts them) */
+    get count() {
+      var e = this._entry;
+      if (this.kind !== 'count') return this.members.length;
+      var n = !e ? null : e.membersMode() ? e.list.length : e.count;
+      // between a reconnection and its reply: the last count this handle reported
+      if (n === null && this._lastCount !== NOT_READY) return this._lastCount;
+      return n;
+    }
+
+    /**
+     * cb(members, {joins, leaves}) on every change (count handles: cb(count)). The first call
+     * after the handle is ready lists every member as a join. Returns off().
+     */
+    onChange(cb) {
+      if (typeof cb !== 'function') throw new TypeError('callback must be a function');
+      var set = this._listeners;
+      set.add(cb);
+      return function off() { set.delete(cb); };
+    }
+
+    /** The members grouped by user (see groupByUser). */
+    byUser(keyOf) { return groupByUser(this.members, keyOf); }
+
+    /**
+     * Set this connection's state. Resolves to the members once the server holds it (or a
+     * newer state); while offline it waits for the re-join, which carries it. Rejects with
+     * `validation` (too large; the previous state stays), `timeout`, or `bad_request`.
+     */
+    update(state, options) {
+      if (this.kind !== 'join') return Promise.reject(new DragonError('bad_request', 'a watching handle has no state to update'));
+      if (this.closed) return Promise.reject(new DragonError('bad_request', 'this presence handle has left'));
+      if (!isPlainObject(state)) return Promise.reject(new DragonError('bad_request', 'presence state must be an object'));
+      var self = this;
+      this.state = state;
+      var version = ++this._version;
+      var p = new Promise(function (resolve, reject) {
+        var w = { version: version, resolve: resolve, reject: reject, timer: null };
+        var timeout = options && options.timeout != null ? options.timeout : self.client.timeout;
+        if (timeout > 0 && isFinite(timeout)) {
+          w.timer = setTimeout(function () {
+            var i = self._updates.indexOf(w);
+            if (i < 0) return;
+            self._updates.splice(i, 1);
+            reject(new DragonError('timeout', 'presence_update got no reply within ' + timeout + ' ms (the state is kept for the next join)'));
+          }, timeout);
+        }
+        self._updates.push(w);
+      });
+      if (this._entry) this._entry.sync();
+      return p;
+    }
+
+    /** Leave (or stop watching): no more events, no re-joins. Resolves once the server confirmed. */
+    leave() {
+      if (this.closed) return Promise.resolve();
+      var e = this._entry;
+      this._close(new DragonError('disconnected', 'left presence before the server answered'));
+      if (!e) return Promise.resolve();
+      var self = this;
+      var p = new Promise(function (resolve) { e.leaves.push({ handle: self, resolve: resolve }); });
+      e.sync();
+      return p;
+    }
+
+    /** alias of leave() */
+    close() { return this.leave(); }
+
+    _close(err) {
+      this.closed = true;
+      clearTimeout(this._readyTimer);
+      var e = this._entry;
+      if (e) {
+        if (e.joiner === this) e.joiner = null;
+        e.watchers.delete(this);
+        if (this.kind === 'count') this._lastCount = this.count;
+        this._entry = null;
+      }
+      this._rejectUpdates(function () { return true; }, err);
+      this._failReady(err);
+      this._listeners.clear();
+    }
+
+    /** Refused for good: close, tell the listeners the list is gone, report it. */
+    _fail(err) {
+      var wasReady = this._readySettled;
+      var previous = this.members;
+      var listeners = Array.from(this._listeners);
+      this.error = err;
+      this._close(err);
+      this.members = [];
+      var client = this.client;
+      if (previous.length) {
+        var change = { joins: [], leaves: previous, error: err };
+        listeners.forEach(function (cb) { safeCall(cb, [[], change], function (e) { client._emit('error', e); }); });
+      }
+      if (wasReady) {
+        err.presence = this;
+        client._emit('error', err);
+      }
+    }
+
+    _failReady(err) {
+      if (this._readySettled) return;
+      this._readySettled = true;
+      clearTimeout(this._readyTimer);
+      this._readyReject(err);
+    }
+
+    _onLoaded(op) {
+      // ready: join handles once their own join is in; watchers once the key is followed.
+      if (this.kind === 'join' ? op.handle !== this : !this._entry || !this._entry.loaded) return;
+      if (this.kind === 'watch' && !this._entry.membersMode()) return;
+      if (!this._readySettled) {
+        this._readySettled = true;
+        clearTimeout(this._readyTimer);
+        this._readyResolve(this);
+      }
+    }
+
+    _notify(list, change) {
+      this.members = list;
+      if (!this._notified) {
+        // the first call lists everyone as joining
+        change = { joins: list.slice(), leaves: [] };
+        this._notified = true;
+      } else if (!change.joins.length && !change.leaves.length) {
+        return;
+      }
+      var client = this.client;
+      Array.from(this._listeners).forEach(function (cb) {
+        safeCall(cb, [list, change], function (err) { client._emit('error', err); });
+      });
+    }
+
+    _notifyCount() {
+      var n = this.count;
+      if (n === null || n === this._lastCount) return;
+      this._lastCount = n;
+      var client = this.client;
+      Array.from(this._listeners).forEach(function (cb) {
+        safeCall(cb, [n], function (err) { client._emit('error', err); });
+      });
+    }
+
+    _resolveUpdates(upTo) {
+      var members = this.members;
+      this._updates = this._updates.filter(function (w) {
+        if (w.version > upTo) return true;
+        clearTimeout(w.timer);
+        w.resolve(members);
+        return false;
+      });
+    }
+
+    _rejectUpdates(which, err) {
+      this._updates = this._updates.filter(function (w) {
+        if (!which(w.version)) return true;
+        clearTimeout(w.timer);
+        w.reject(err);
+        return false;
+      });
+    }
+  }
+
+  function openPresence(client, kind, route, key, state, options) {
+    var h = new Presence(client, kind, route, key, state, options);
+    if (typeof route !== 'string' || !route) {
+      h._fail(new DragonError('bad_request', 'route must be a non-empty string'));
+      return h;
+    }
+    if (kind === 'join' && !isPlainObject(state)) {
+      h._fail(new DragonError('bad_request', 'presence state must be an object'));
+      return h;
+    }
+    var id = presenceKeyId(route, key);
+    var e = client._presence.get(id);
+    if (!e) {
+      e = new PresenceKey(client, route, key, id);
+      client._presence.set(id, e);
+    }
+    if (kind === 'join') {
+      if (e.joiner) {
+        h._fail(new DragonError('conflict', 'this client has already joined presence on ' + route + ' ' +
+          JSON.stringify(key) + ': update() that handle, or leave() it first'));
+        return h;
+      }
+      e.joiner = h;
+    } else {
+      e.watchers.add(h);
+    }
+    h._entry = e;
+    if (kind !== 'join' && e.loaded && e.held() !== null && (kind === 'count' || e.membersMode())) {
+      // the key is already followed on this connection: ready at once
+      if (e.membersMode()) h._notify(e.list, { joins: [], leaves: [] });
+      h._onLoaded({});
+      if (kind === 'count') h._notifyCount();
+    }
+    e.sync();
+    return h;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -992,6 +1620,8 @@
     Subscription: Subscription,
     LiveList: LiveList,
     liveList: liveList,
+    Presence: Presence,
+    groupByUser: groupByUser,
     makeComparator: makeComparator,
     sortItems: sortItems,
     compareValues: compareValues,

@@ -40,6 +40,9 @@ export function freePort() {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Flags for the system Chromium in the browser tests (never a downloaded browser). */
+export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+
 /** Poll fn() until it returns a truthy value (or a promise of one); reject after `timeout` ms. */
 export async function waitFor(fn, { timeout = 5000, interval = 20, message = 'condition' } = {}) {
   const deadline = Date.now() + timeout;
