@@ -39,7 +39,8 @@ ensure_pg_access() {
   psql -h 127.0.0.1 -U postgres -d postgres -tAc "select 1 from pg_database where datname='test'" | grep -q 1 \
     || psql -h 127.0.0.1 -U postgres -d postgres -c 'create database test' >/dev/null
   # Drop databases left by earlier runs.
-  for db in $(psql -h 127.0.0.1 -U postgres -d postgres -tAc "select datname from pg_database where datname like 'dragon\_%'"); do
+  # (and those of projects that `dragon createproject` tests generated: <name>_test_<uuid>).
+  for db in $(psql -h 127.0.0.1 -U postgres -d postgres -tAc "select datname from pg_database where datname like 'dragon\_%' or datname like '%\_test\_%'"); do
     psql -h 127.0.0.1 -U postgres -d postgres -qc "drop database if exists \"$db\"" >/dev/null || true
   done
 }

@@ -44,6 +44,15 @@ impl Error {
         Error::BadRequest(msg.into())
     }
 
+    /// The answer to a verb a router does not offer: the last arm of a custom router's
+    /// `match verb`.
+    pub fn unknown_verb(route: &str, verb: &str) -> Self {
+        Error::UnknownVerb {
+            route: route.to_owned(),
+            verb: verb.to_owned(),
+        }
+    }
+
     /// A validation error on one field.
     pub fn field(field: &str, msg: impl Into<String>) -> Self {
         let mut errors = FieldErrors::new();
