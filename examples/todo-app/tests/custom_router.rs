@@ -183,7 +183,7 @@ async fn scope_is_forced_on_everything(backend: Backend) {
     let items = ModelRouter::<todo_item::Model>::new(db.clone())
         .filterable(["list_id", "text"])
         .writable(["list_id", "text"])
-        .server_set("created_at", |_| json!(chrono::Utc::now().to_rfc3339()))
+        .server_set("created_at", |_| dragon_core::now())
         .scope(|ctx| Ok(json!({"list_id": ctx.require_user()?["list"]})))
         .authorize(|ctx, verb| match verb {
             "delete" if ctx.user().is_some_and(|u| u["staff"] != true) => {
@@ -193,7 +193,7 @@ async fn scope_is_forced_on_everything(backend: Backend) {
         });
     let lists = ModelRouter::<todo_list::Model>::new(db.clone())
         .writable(["name"])
-        .server_set("created_at", |_| json!(chrono::Utc::now().to_rfc3339()));
+        .server_set("created_at", |_| dragon_core::now());
     let dragon = dragon_core::Dragon::builder()
         .route(items)
         .route(lists)
@@ -389,11 +389,11 @@ async fn oversized_snapshot_is_refused(backend: Backend) {
     let items = ModelRouter::<todo_item::Model>::new(db.clone())
         .filterable(["list_id", "text"])
         .writable(["list_id", "text"])
-        .server_set("created_at", |_| json!(chrono::Utc::now().to_rfc3339()))
+        .server_set("created_at", |_| dragon_core::now())
         .max_snapshot(2);
     let lists = ModelRouter::<todo_list::Model>::new(db.clone())
         .writable(["name"])
-        .server_set("created_at", |_| json!(chrono::Utc::now().to_rfc3339()));
+        .server_set("created_at", |_| dragon_core::now());
     let dragon = dragon_core::Dragon::builder()
         .route(items)
         .route(lists)
