@@ -32,7 +32,7 @@ pub use error::{Error, Result};
 pub use model::{ModelHooks, Publish};
 pub use publish::transaction;
 pub use router::{Ctx, ModelRouter, Router, Validator};
-pub use server::{Authenticator, Dragon, Limits};
+pub use server::{Authenticator, BuildError, Dragon, Limits};
 pub use time::now;
 
 /// What the derive's generated code names; not for direct use.

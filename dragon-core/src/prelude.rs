@@ -9,7 +9,7 @@ pub use crate::model::{ModelHooks, Publish};
 pub use crate::presence::{Keys, Presence};
 pub use crate::protocol::Output;
 pub use crate::router::{Ctx, ModelRouter, Router, Validator};
-pub use crate::server::{Authenticator, Builder, Dragon, Limits};
+pub use crate::server::{Authenticator, BuildError, Builder, Dragon, Limits};
 pub use crate::time::now;
 pub use crate::{DragonModel, transaction};
 pub use async_trait::async_trait;

@@ -29,6 +29,10 @@ pub struct TestServer {
 impl TestServer {
     /// Serves `app` (usually `dragon.router()` with your pages) on a free port.
     pub async fn start(dragon: &Dragon, app: axum::Router) -> std::io::Result<TestServer> {
+        dragon
+            .check_services()
+            .await
+            .map_err(|e| std::io::Error::other(format!("dragon: {e}")))?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();

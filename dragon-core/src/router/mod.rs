@@ -28,6 +28,18 @@ pub trait Router: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Handles one verb. Unknown verbs answer [`Error::UnknownVerb`].
     async fn call(&self, ctx: &Ctx, verb: &str, args: Value) -> Result<Output, Error>;
+
+    /// A mistake in the router's own configuration, found when the server is built (so it
+    /// fails at start-up, not on a client's request). The default finds none.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// A problem with what the router needs at run time (its database, say), checked once
+    /// before the server serves. The default finds none.
+    async fn check_services(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 type SubEntry = (Arc<str>, SubKey);

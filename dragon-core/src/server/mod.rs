@@ -161,24 +161,46 @@ impl Builder {
     }
 
     /// Starts the hub. Must run inside a tokio runtime.
+    ///
+    /// # Panics
+    /// On a configuration mistake ([`BuildError`]), pointing at the caller's line; use
+    /// [`Builder::try_build`] to handle it instead.
+    #[track_caller]
     pub fn build(self) -> Dragon {
+        match self.try_build() {
+            Ok(dragon) => dragon,
+            Err(err) => panic!("dragon: {err}"),
+        }
+    }
+
+    /// Starts the hub, or says what is wrong with the configuration. Must run inside a tokio
+    /// runtime.
+    pub fn try_build(self) -> Result<Dragon, BuildError> {
+        let mut routers = HashMap::new();
+        for r in self.routers {
+            let name = r.name().to_owned();
+            if name == "dragon" {
+                return Err(BuildError::ReservedRoute);
+            }
+            r.check().map_err(|problem| BuildError::Router {
+                route: name.clone(),
+                problem,
+            })?;
+            if routers.insert(name.clone(), r).is_some() {
+                return Err(BuildError::DuplicateRoute(name));
+            }
+        }
+        if !tracing::dispatcher::has_been_set() {
+            eprintln!(
+                "dragon: no tracing subscriber is installed, so errors will not be logged; \
+                 add `tracing_subscriber::fmt().init()` at the start of main"
+            );
+        }
         let broker = self
             .broker
             .unwrap_or_else(|| Arc::new(MemoryBroker::new()) as Arc<dyn Broker>);
         publish::install_if_unset(&broker);
-        let mut routers = HashMap::new();
-        for r in self.routers {
-            let name = r.name().to_owned();
-            assert!(
-                name != "dragon",
-                "dragon: the route name `dragon` is reserved"
-            );
-            assert!(
-                routers.insert(name.clone(), r).is_none(),
-                "dragon: two routers named {name:?}"
-            );
-        }
-        Dragon {
+        Ok(Dragon {
             inner: Arc::new(Inner {
                 hub: Hub::start(broker.clone()),
                 broker,
@@ -194,8 +216,20 @@ impl Builder {
                 live: AtomicUsize::new(0),
                 all_closed: Notify::new(),
             }),
-        }
+        })
     }
+}
+
+/// A server that cannot start as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("the route name `dragon` is reserved")]
+    ReservedRoute,
+    #[error("two routers are named {0:?}")]
+    DuplicateRoute(String),
+    /// A router's own check failed ([`Router::check`], [`Router::check_services`]).
+    #[error("{problem}")]
+    Router { route: String, problem: String },
 }
 
 const DRAGON_JS: &str = include_str!("../../js/dragon.js");
@@ -275,14 +309,34 @@ impl Dragon {
         let _ = tokio::time::timeout(grace, wait).await;
     }
 
+    /// Runs every router's [`Router::check_services`] (e.g. a SQLite database opened
+    /// without Dragon's functions); `serve` does this before it serves.
+    pub async fn check_services(&self) -> Result<(), BuildError> {
+        for (route, router) in &self.inner.routers {
+            router
+                .check_services()
+                .await
+                .map_err(|problem| BuildError::Router {
+                    route: route.clone(),
+                    problem,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Serves `app` (typically `self.router()` merged into yours) until `signal` resolves,
-    /// then shuts down gracefully.
+    /// then shuts down gracefully. Fails at once if a router's services are not usable
+    /// ([`Dragon::check_services`]).
     pub async fn serve_until(
         &self,
         listener: tokio::net::TcpListener,
         app: axum::Router,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        if let Err(err) = self.check_services().await {
+            tracing::error!(error = %err, "cannot serve");
+            return Err(std::io::Error::other(format!("dragon: {err}")));
+        }
         let this = self.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {

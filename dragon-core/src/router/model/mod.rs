@@ -299,6 +299,40 @@ where
         }
     }
 
+    /// A route that takes writes must be able to fill every required column: written by
+    /// clients, set by the server, defaulted, nullable, or the primary key.
+    fn check_required(&self) -> Result<(), String> {
+        if self.writable.is_empty() {
+            return Ok(()); // a read-only route
+        }
+        let keys: Vec<String> = <M::Entity as EntityTrait>::PrimaryKey::iter()
+            .map(|pk| {
+                sea_orm::PrimaryKeyToColumn::into_column(pk)
+                    .as_str()
+                    .to_owned()
+            })
+            .collect();
+        for col in <M::Entity as EntityTrait>::Column::iter() {
+            let name = col.as_str();
+            let def = col.def();
+            let filled = keys.iter().any(|k| k == name)
+                || def.is_null()
+                || def.get_column_default().is_some()
+                || self.writable.contains(name)
+                || self.server_set.iter().any(|(n, _)| n == name);
+            if !filled {
+                return Err(format!(
+                    "route {:?}: column `{name}` is required, but clients may not write it and \
+                     the server does not set it, so every create would fail; add \
+                     .writable([\"{name}\"]) or .server_set(\"{name}\", |_| dragon_core::now()) \
+                     (or another value), or make it an Option or give it a default",
+                    M::ROUTE
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The route's published fields as clients may use them.
     pub fn schema(&self) -> &Schema {
         &self.schema
@@ -414,8 +448,16 @@ where
         for (name, value) in &self.server_set {
             object.insert(name.clone(), value(ctx));
         }
-        let am = ActiveOf::<M>::from_json(Value::Object(object))
-            .map_err(|e| Error::bad_request(format!("data does not fit the model: {e}")))?;
+        let am = ActiveOf::<M>::from_json(Value::Object(object)).map_err(|e| {
+            // Client data was checked field by field; a missing field is the router's
+            // mistake (a required column no one sets), not the client's.
+            let msg = e.to_string();
+            if msg.contains("missing field") {
+                Error::Internal(format!("create on {:?}: {msg}", M::ROUTE))
+            } else {
+                Error::bad_request(format!("data does not fit the model: {msg}"))
+            }
+        })?;
         let scope = self.scope_filter(ctx)?;
         let model = run(&self.db, move |txn| {
             Box::pin(async move {
@@ -521,6 +563,28 @@ where
 {
     fn name(&self) -> &str {
         M::ROUTE
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.check_required()
+    }
+
+    async fn check_services(&self) -> Result<(), String> {
+        if self.backend() != sea_orm::DbBackend::Sqlite {
+            return Ok(());
+        }
+        let probe = sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Sqlite,
+            format!("SELECT {}('A')", crate::filter::SQLITE_LOWER_FN),
+        );
+        match sea_orm::ConnectionTrait::query_one_raw(&self.db, probe).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!(
+                "the database of route {:?} lacks Dragon's SQL functions (it was opened with \
+                 sea_orm::Database::connect?): open it with dragon_core::db::connect(url)",
+                M::ROUTE
+            )),
+        }
     }
 
     async fn call(&self, ctx: &Ctx, verb: &str, args: Value) -> Result<Output, Error> {
