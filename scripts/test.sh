@@ -73,5 +73,8 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
+log "doc tests (docs/getting-started.md and the API docs' examples are compiled)"
+cargo test --doc --workspace
+
 log "JS client tests (node) and end-to-end tests (headless Chromium)"
 bash scripts/test-js.sh

@@ -35,6 +35,11 @@ pub use router::{Ctx, ModelRouter, Router, Validator};
 pub use server::{Authenticator, BuildError, Dragon, Limits};
 pub use time::now;
 
+/// `docs/getting-started.md`, compiled as doc tests so its code stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/getting-started.md")]
+pub struct GettingStarted;
+
 /// What the derive's generated code names; not for direct use.
 #[doc(hidden)]
 pub mod __private {
