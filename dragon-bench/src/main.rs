@@ -13,9 +13,12 @@
 //!
 //! `cargo run --release -p dragon-bench` (add `-- --help` for options). Figures are printed
 //! as a table with Dragon's throughput as a ratio of the reference measured in the same run.
+//!
+//! `-- --presence` runs the presence benchmark instead (see `presence.rs`).
 
 mod brokers;
 mod clients;
+mod presence;
 mod reference;
 mod subject;
 
@@ -61,6 +64,9 @@ pub struct Args {
     /// Brokers to measure Dragon on: `memory` (one node) and/or `redis` (two nodes).
     #[arg(long, value_delimiter = ',', default_value = "memory")]
     pub broker: Vec<String>,
+    /// The presence benchmark (`--presence`) and its options.
+    #[command(flatten)]
+    pub presence: presence::Options,
 }
 
 fn raise_fd_limit(needed: u64) {
@@ -86,6 +92,11 @@ fn raise_fd_limit(needed: u64) {
 
 fn main() {
     let args = Args::parse();
+    if args.presence.wanted() {
+        raise_fd_limit(args.presence.connections() as u64 + 1024);
+        presence::main(&args.presence);
+        return;
+    }
     let max_clients = args.clients.iter().copied().max().unwrap_or(0) as u64;
     raise_fd_limit(max_clients + 1024);
     if let Some(urls) = &args.fleet {

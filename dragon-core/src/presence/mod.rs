@@ -177,6 +177,7 @@ impl Presence {
     async fn join(&self, ctx: &Ctx, key: ViewKey, state: Value) -> Result<Output, Error> {
         let conn = &ctx.conn;
         let registry = ctx.hub.presence();
+        let was_member = conn.presence.is_member(&key);
         let fresh = conn.presence.track(&key)?;
         let conn_id: Arc<str> = Arc::from(conn.id.as_str());
         registry.watch(&key, &conn.outbox, &conn_id, Mode::Members);
@@ -203,6 +204,11 @@ impl Presence {
             Err(err) => {
                 if fresh {
                     stop_watching(ctx, &key);
+                }
+                if !was_member {
+                    // The join may have been applied all the same (a Redis command that
+                    // timed out can still run): take it back, or it would stay forever.
+                    registry.leave_later(key.0.clone(), key.1.clone(), conn_id);
                 }
                 return Err(err.into());
             }

@@ -27,6 +27,8 @@ pub(crate) type ViewKey = (Arc<str>, PresenceKey);
 
 /// Count watchers get at most one count per key this often.
 pub(crate) const COUNT_INTERVAL: Duration = Duration::from_millis(100);
+/// Keys read from the broker at once, at most.
+const MAX_READS: usize = 16;
 /// How long a request waits for its key's view to catch up before reading the key again.
 const SETTLE_WAIT: Duration = Duration::from_secs(3);
 
@@ -69,6 +71,9 @@ type SharedView = Arc<Mutex<View>>;
 /// The presence views of one node.
 pub struct Registry {
     broker: Arc<dyn Broker>,
+    /// Bounds the reads of keys under way, so that re-reading every key (after a lost
+    /// message) does not flood the broker and time out.
+    reads: tokio::sync::Semaphore,
     views: Mutex<HashMap<ViewKey, SharedView>>,
     /// Leaves still being published (see [`Registry::leave_later`]).
     leaving: AtomicUsize,
@@ -111,6 +116,7 @@ impl Registry {
     pub(crate) fn start(broker: Arc<dyn Broker>) -> Arc<Registry> {
         let registry = Arc::new_cyclic(|me| Registry {
             broker: broker.clone(),
+            reads: tokio::sync::Semaphore::new(MAX_READS),
             views: Mutex::new(HashMap::new()),
             leaving: AtomicUsize::new(0),
             left: Notify::new(),
@@ -438,7 +444,11 @@ impl Registry {
         let key = view.lock().expect("view lock").key.clone();
         let mut wait = Duration::from_millis(100);
         loop {
-            match self.broker.presence_members(&key.0, &key.1).await {
+            let read = {
+                let _permit = self.reads.acquire().await.expect("never closed");
+                self.broker.presence_members(&key.0, &key.1).await
+            };
+            match read {
                 Ok(snapshot) => {
                     let again = {
                         let mut v = view.lock().expect("view lock");

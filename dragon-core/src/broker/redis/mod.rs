@@ -134,7 +134,7 @@ impl Default for RedisOptions {
             command_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(5),
             key_prefix: "dragon:".to_owned(),
-            receive_buffer: 1024,
+            receive_buffer: 8192,
             presence_timeout: Duration::from_secs(10),
         }
     }
@@ -200,12 +200,17 @@ impl RedisBroker {
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = options.command_timeout;
-                p.broadcast_channel_capacity = options.receive_buffer.max(1);
+                // Command connections receive no messages: small broadcast buffers (each
+                // slot of fred's buffers costs memory on every client).
+                p.broadcast_channel_capacity = 32;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
         let pool = builder
             .build_pool(COMMAND_CONNECTIONS)
             .map_err(unavailable)?;
+        builder.with_performance_config(|p| {
+            p.broadcast_channel_capacity = options.receive_buffer.max(1);
+        });
         let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
         let limit = options.connect_timeout;
         let timed_out =
