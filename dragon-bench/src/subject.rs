@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use dragon_core::broker::Message;
+use dragon_core::testing::TestServer;
 use dragon_core::{Dragon, DragonModel, ModelRouter, Publish};
 use sea_orm::entity::prelude::*;
 use sea_orm::{DatabaseConnection, Set};
@@ -89,27 +90,13 @@ impl Source for Commits {
 async fn node(
     db: &DatabaseConnection,
     broker: Arc<dyn dragon_core::broker::Broker>,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (String, TestServer) {
     let router = ModelRouter::<bench_item::Model>::new(db.clone()).filterable(["list_id"]);
     let dragon = Dragon::builder().broker(broker).route(router).build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let server = TestServer::start(&dragon, dragon.router())
         .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = dragon.router();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let _ = dragon
-            .serve_until(listener, app, async move {
-                let _ = stop_rx.await;
-            })
-            .await;
-    });
-    (format!("ws://{addr}/ws"), stop_tx, server)
+        .expect("serve");
+    (server.ws_url(), server)
 }
 
 /// Every benchmark client's subscription.
@@ -135,9 +122,9 @@ pub async fn run(plan: &Plan, broker_kind: &str, mode: Mode) -> Figures {
     let mut urls = Vec::new();
     let mut stops = Vec::new();
     for broker in &brokers {
-        let (url, stop, server) = node(&db, broker.clone()).await;
+        let (url, server) = node(&db, broker.clone()).await;
         urls.push(url);
-        stops.push((stop, server));
+        stops.push(server);
     }
     let mut fleet = Fleet::connect(&urls, plan.clients, Some(SUBSCRIBE.to_owned())).await;
     let mut source = Commits {
@@ -148,9 +135,8 @@ pub async fn run(plan: &Plan, broker_kind: &str, mode: Mode) -> Figures {
         inflight: Arc::new(tokio::sync::Semaphore::new(64)),
     };
     let figures = fleet.measure(plan, &mut source).await;
-    for (stop, server) in stops {
-        let _ = stop.send(());
-        let _ = server.await;
+    for server in stops {
+        server.stop().await;
     }
     figures
 }
@@ -159,7 +145,7 @@ pub async fn run(plan: &Plan, broker_kind: &str, mode: Mode) -> Figures {
 pub async fn rss(n: usize) -> (u64, u64) {
     let db = database().await;
     let broker = crate::brokers::make("memory").await.remove(0);
-    let (url, _stop, _server) = node(&db, broker).await;
+    let (url, _server) = node(&db, broker).await;
     let before = crate::clients::rss_kib();
     let _fleet = Fleet::connect(&[url], n, Some(SUBSCRIBE.to_owned())).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
