@@ -291,9 +291,12 @@ fn handle_text(
     }
     let dragon = dragon.clone();
     let conn = conn.clone();
-    let in_flight = in_flight.clone();
+    // Released when the task ends, even by a panic: the connection's slot, and the count
+    // shutdown waits on (a write that committed is published before the process exits).
+    let slot = InFlight::enter(in_flight.clone(), dragon.inner.requests.clone());
     let broker = dragon.inner.broker.clone();
     tokio::spawn(publish::with_broker(broker, async move {
+        let _slot = slot;
         let id = request.id.clone();
         let ctx = Ctx::new(
             conn.clone(),
@@ -327,8 +330,30 @@ fn handle_text(
                 conn.outbox.send(failure(Some(id), &err));
             }
         }
-        in_flight.fetch_sub(1, Ordering::AcqRel);
     }));
+}
+
+/// A request's place in its connection's in-flight count and in the server's.
+struct InFlight {
+    conn: Arc<AtomicUsize>,
+    server: Arc<super::Requests>,
+}
+
+impl InFlight {
+    /// Takes a place that the caller already counted on the connection.
+    fn enter(conn: Arc<AtomicUsize>, server: Arc<super::Requests>) -> Self {
+        server.count.fetch_add(1, Ordering::AcqRel);
+        InFlight { conn, server }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.conn.fetch_sub(1, Ordering::AcqRel);
+        if self.server.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.server.idle.notify_waiters();
+        }
+    }
 }
 
 /// Unknown verbs are counted under one label, so clients cannot grow the metrics.

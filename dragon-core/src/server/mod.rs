@@ -86,6 +86,27 @@ struct Inner {
     next_conn: AtomicU64,
     live: AtomicUsize,
     all_closed: Notify,
+    requests: Arc<Requests>,
+}
+
+/// The requests under way on every connection of a server.
+#[derive(Default)]
+struct Requests {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl Requests {
+    /// Waits until no request is under way.
+    async fn idle(&self) {
+        while self.count.load(Ordering::Acquire) > 0 {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// A Dragon server: routers, hub and broker, ready to serve.
@@ -215,6 +236,7 @@ impl Builder {
                 next_conn: AtomicU64::new(1),
                 live: AtomicUsize::new(0),
                 all_closed: Notify::new(),
+                requests: Arc::default(),
             }),
         })
     }
@@ -284,15 +306,36 @@ impl Dragon {
     }
 
     /// Closes every connection with 1001 (clients reconnect elsewhere) and waits, at most
-    /// `grace`, for them to finish; then publishes their presence leaves and removes
-    /// whatever presence this node still holds.
+    /// `grace`, for them to finish, for the requests under way to end (a write that
+    /// committed is published before this returns) and for committed changes still waiting
+    /// for the broker; then publishes the presence leaves and removes whatever presence this
+    /// node still holds.
     pub async fn shutdown(&self, grace: Duration) {
         let started = tokio::time::Instant::now();
+        let left = || {
+            grace
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(500))
+        };
         self.close_connections(grace).await;
-        let left = grace
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_secs(1));
-        self.inner.hub.presence().retire(left).await;
+        if tokio::time::timeout(left(), self.inner.requests.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutting down with requests still under way");
+        }
+        let drained = async {
+            while publish::pending_retries() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        if tokio::time::timeout(left(), drained).await.is_err() {
+            tracing::error!(
+                waiting = publish::pending_retries(),
+                "shutting down with committed changes the broker has not taken"
+            );
+        }
+        self.inner.hub.presence().retire(left()).await;
     }
 
     async fn close_connections(&self, grace: Duration) {
