@@ -477,8 +477,7 @@ where
         let cond = self.condition(&by_id);
         let model = run(&self.db, move |txn| {
             Box::pin(async move {
-                let old = M::Entity::find()
-                    .filter(cond)
+                let old = locked(M::Entity::find().filter(cond), txn)
                     .one(txn)
                     .await?
                     .ok_or(Error::NotFound)?;
@@ -516,8 +515,7 @@ where
         let cond = self.condition(&by_id);
         run(&self.db, move |txn| {
             Box::pin(async move {
-                let row = M::Entity::find()
-                    .filter(cond)
+                let row = locked(M::Entity::find().filter(cond), txn)
                     .one(txn)
                     .await?
                     .ok_or(Error::NotFound)?;
@@ -527,6 +525,21 @@ where
         })
         .await?;
         Ok(Output::data(json!({ "id": id })))
+    }
+}
+
+/// The row a write reads first, locked until the transaction ends where the database can
+/// (PostgreSQL: `FOR UPDATE`; SQLite serializes writers anyway): two writes racing on one row
+/// then each compare against the state the other committed, and none publishes a stale diff.
+fn locked<E: EntityTrait>(
+    query: sea_orm::Select<E>,
+    txn: &sea_orm::DatabaseTransaction,
+) -> sea_orm::Select<E> {
+    use sea_orm::{ConnectionTrait, QuerySelect};
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        query.lock_exclusive()
+    } else {
+        query
     }
 }
 
