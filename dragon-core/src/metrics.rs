@@ -61,8 +61,13 @@ impl Metrics {
     }
 
     /// The Prometheus exposition text.
-    pub fn render(&self, connections: usize, subscriptions: usize) -> String {
+    pub fn render(&self, connections: usize, subscriptions: usize, presence_keys: usize) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP dragon_presence_keys Presence keys this node's connections join or watch.\n\
+             # TYPE dragon_presence_keys gauge\ndragon_presence_keys {presence_keys}"
+        );
         let _ = writeln!(out, "# HELP dragon_connections Open WebSocket connections.");
         let _ = writeln!(
             out,

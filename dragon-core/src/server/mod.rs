@@ -452,9 +452,11 @@ async fn ws_handler(
 
 async fn metrics(State(dragon): State<Dragon>) -> Response {
     let hub = &dragon.inner.hub;
-    let body = hub
-        .metrics()
-        .render(dragon.connections(), hub.subscription_count());
+    let body = hub.metrics().render(
+        dragon.connections(),
+        hub.subscription_count(),
+        hub.presence().view_count(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -482,3 +482,23 @@ async fn custom_routers_cap_members_limit_state_and_check_keys() {
         .unwrap();
     assert_eq!(r.data["members"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_the_keys_served() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let a = app.client().await;
+    call(&a, "presence_join", json!({"key": "x"}))
+        .await
+        .unwrap();
+    call(&a, "presence_watch", json!({"key": "y"}))
+        .await
+        .unwrap();
+    let (status, body) = common::http_raw(app.addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\ndragon_presence_keys 2\n"), "{body}");
+    call(&a, "presence_leave", json!({"key": "x"}))
+        .await
+        .unwrap();
+    let (_, body) = common::http_raw(app.addr, "GET", "/metrics", &[], b"").await;
+    assert!(body.contains("\ndragon_presence_keys 1\n"), "{body}");
+}

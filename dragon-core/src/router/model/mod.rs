@@ -85,6 +85,7 @@ where
 {
     /// A router for `M` over `db`. Panics if a published field is not a column of the same
     /// name, or if there is no `id`: a programming error found at startup.
+    #[track_caller]
     pub fn new(db: DatabaseConnection) -> Self {
         let mut fields = Vec::new();
         let mut defaults = HashSet::new();
@@ -138,6 +139,7 @@ where
         }
     }
 
+    #[track_caller]
     fn declared<'a>(
         &mut self,
         names: impl IntoIterator<Item = &'a str>,
@@ -157,6 +159,7 @@ where
     }
 
     /// Marks scalar fields with `flag` (JSON fields can be neither filtered nor ordered).
+    #[track_caller]
     fn mark<'a>(
         &mut self,
         names: impl IntoIterator<Item = &'a str>,
@@ -171,18 +174,21 @@ where
     }
 
     /// Fields clients may filter on.
+    #[track_caller]
     pub fn filterable<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
         self.mark(names, "filterable", |f| f.filterable = true);
         self
     }
 
     /// Fields clients may order by.
+    #[track_caller]
     pub fn orderable<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
         self.mark(names, "orderable", |f| f.orderable = true);
         self
     }
 
     /// Fields clients may set on create and update. `id` never is.
+    #[track_caller]
     pub fn writable<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
         for n in self.declared(names, "writable") {
             assert!(n != "id", "dragon: id is never writable");
@@ -192,6 +198,7 @@ where
     }
 
     /// A field the server sets on create (clients may not).
+    #[track_caller]
     pub fn server_set(
         mut self,
         name: &str,
@@ -203,6 +210,7 @@ where
     }
 
     /// A check on a writable field's new value.
+    #[track_caller]
     pub fn validate(mut self, name: &str, validator: Validator) -> Self {
         self.declared([name], "validated");
         self.validators.push((name.to_owned(), validator));
@@ -210,6 +218,7 @@ where
     }
 
     /// The field must hold the id of an existing row of `R`.
+    #[track_caller]
     pub fn references<R: EntityTrait>(mut self, name: &str) -> Self
     where
         R::Model: FromQueryResult + Sync,
