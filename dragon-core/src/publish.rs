@@ -118,15 +118,23 @@ type RetryQueue = VecDeque<(Arc<dyn Broker>, String, Message)>;
 struct Retry {
     queue: RetryQueue,
     running: bool,
+    /// Routes that lost a change to a full queue: once the queue has drained, their
+    /// subscribers are told to reload ([`Message::Gap`]), so the loss is never silent.
+    lost: Vec<(Arc<dyn Broker>, String)>,
 }
 
 static RETRY: Mutex<Retry> = Mutex::new(Retry {
     queue: VecDeque::new(),
     running: false,
+    lost: Vec::new(),
 });
 
-/// At most this many changes wait for a broker; beyond, the oldest are dropped (logged).
+/// At most this many changes wait for a broker; beyond, the oldest are dropped (logged,
+/// and their routes' subscribers told to reload once the broker is back).
+#[cfg(not(test))]
 const RETRY_CAPACITY: usize = 100_000;
+#[cfg(test)]
+const RETRY_CAPACITY: usize = 8;
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 
 /// How many committed changes are waiting for their broker.
@@ -155,9 +163,14 @@ async fn publish_or_retry(broker: Arc<dyn Broker>, route: &str, message: Message
 }
 
 fn enqueue(retry: &mut Retry, broker: Arc<dyn Broker>, route: &str, message: Message) {
-    if retry.queue.len() >= RETRY_CAPACITY {
-        retry.queue.pop_front();
-        tracing::error!("retry queue full: the oldest committed change was dropped");
+    if retry.queue.len() >= RETRY_CAPACITY
+        && let Some((broker, route, _)) = retry.queue.pop_front()
+    {
+        tracing::error!(%route, "retry queue full: the oldest committed change was dropped; \
+            the route's subscribers will be told to reload");
+        if !retry.lost.iter().any(|(_, r)| *r == route) {
+            retry.lost.push((broker, route));
+        }
     }
     retry.queue.push_back((broker, route.to_owned(), message));
     if !retry.running {
@@ -172,12 +185,30 @@ async fn drain_retries() {
             let mut retry = RETRY.lock().expect("retry lock");
             match retry.queue.front() {
                 Some(item) => item.clone(),
-                None => {
-                    retry.running = false;
-                    return;
-                }
+                None => match retry.lost.first() {
+                    // Drained: now the routes that lost changes get their reload signal.
+                    Some((broker, route)) => (broker.clone(), route.clone(), Message::Gap),
+                    None => {
+                        retry.running = false;
+                        return;
+                    }
+                },
             }
         };
+        if let Message::Gap = message_of(&front) {
+            let (broker, route, _) = front;
+            match broker.publish(&route, Message::Gap).await {
+                Ok(()) => {
+                    RETRY
+                        .lock()
+                        .expect("retry lock")
+                        .lost
+                        .retain(|(_, r)| *r != route);
+                }
+                Err(_) => tokio::time::sleep(RETRY_EVERY).await,
+            }
+            continue;
+        }
         let (broker, route, message) = front;
         match broker.publish(&route, message).await {
             Ok(()) => {
@@ -186,6 +217,10 @@ async fn drain_retries() {
             Err(_) => tokio::time::sleep(RETRY_EVERY).await,
         }
     }
+}
+
+fn message_of(item: &(Arc<dyn Broker>, String, Message)) -> &Message {
+    &item.2
 }
 
 /// The error a hook returns for a change made in a transaction Dragon cannot see commit.
@@ -260,5 +295,39 @@ mod tests {
             .collect();
         assert_eq!(order, [0, 1, 2, 3, 4], "nothing lost, nothing reordered");
         assert_eq!(pending_retries(), 0);
+    }
+
+    #[tokio::test]
+    async fn changes_dropped_from_a_full_queue_end_in_a_reload_signal() {
+        let flaky = Arc::new(Flaky {
+            fail: AtomicUsize::new(1_000_000),
+            got: Mutex::new(Vec::new()),
+        });
+        let broker: Arc<dyn Broker> = flaky.clone();
+        with_broker(broker, async {
+            for i in 0..RETRY_CAPACITY + 3 {
+                emit("r", Message::custom("e", serde_json::json!(i))).await;
+            }
+        })
+        .await;
+        assert_eq!(pending_retries(), RETRY_CAPACITY, "the queue stays bounded");
+        flaky.fail.store(0, Ordering::SeqCst); // the broker is back
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while flaky.got.lock().unwrap().len() < RETRY_CAPACITY + 1
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = flaky.got.lock().unwrap().clone();
+        assert_eq!(got.len(), RETRY_CAPACITY + 1, "{got:?}");
+        assert!(
+            matches!(got[0], Message::Custom { ref data, .. } if data == 3),
+            "the oldest three were dropped: {got:?}"
+        );
+        assert_eq!(
+            got.last(),
+            Some(&Message::Gap),
+            "then the route is told to reload"
+        );
     }
 }

@@ -38,9 +38,10 @@ pub enum Message {
     },
     /// A router's own event (`message`, `like`, ...), delivered as `{"event": name, ...}`.
     Custom { event: String, data: Value },
-    /// Messages of the route never reached this node and cannot be replayed (the history was
-    /// trimmed past the gap): every subscription of the route gets `resync`. A broker makes
-    /// this for its own node; it is never published.
+    /// Messages of the route were lost: every subscription of the route gets `resync`. A
+    /// broker makes this for its own node when its history no longer covers a gap; a node
+    /// publishes it for everyone when its queue of committed changes waiting for the broker
+    /// overflowed (see [`crate::publish`]).
     Gap,
 }
 
