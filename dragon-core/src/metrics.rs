@@ -61,8 +61,24 @@ impl Metrics {
     }
 
     /// The Prometheus exposition text.
-    pub fn render(&self, connections: usize, subscriptions: usize, presence_keys: usize) -> String {
+    pub fn render(
+        &self,
+        connections: usize,
+        subscriptions: usize,
+        presence_keys: usize,
+        backlog: crate::publish::Backlog,
+    ) -> String {
         let mut out = String::new();
+        let oldest = backlog.oldest.map_or(0.0, |d| d.as_secs_f64());
+        let _ = writeln!(
+            out,
+            "# HELP dragon_publish_backlog Committed changes waiting for the broker.\n\
+             # TYPE dragon_publish_backlog gauge\ndragon_publish_backlog {}\n\
+             # HELP dragon_publish_backlog_oldest_seconds How long the oldest of them waits.\n\
+             # TYPE dragon_publish_backlog_oldest_seconds gauge\n\
+             dragon_publish_backlog_oldest_seconds {oldest:.3}",
+            backlog.waiting
+        );
         let _ = writeln!(
             out,
             "# HELP dragon_presence_keys Presence keys this node's connections join or watch.\n\

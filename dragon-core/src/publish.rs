@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sea_orm::{DbErr, TransactionError, TransactionTrait};
 
@@ -111,12 +111,19 @@ pub async fn emit(route: &str, message: Message) {
     }
 }
 
-/// Committed changes the broker refused, oldest first, with the broker each is for.
-type RetryQueue = VecDeque<(Arc<dyn Broker>, String, Message)>;
+/// A committed change the broker refused, with the broker it is for and since when it waits.
+#[derive(Clone)]
+struct Waiting {
+    broker: Arc<dyn Broker>,
+    route: String,
+    message: Message,
+    since: Instant,
+}
 
 #[derive(Default)]
 struct Retry {
-    queue: RetryQueue,
+    /// Oldest first.
+    queue: VecDeque<Waiting>,
     running: bool,
     /// Routes that lost a change to a full queue: once the queue has drained, their
     /// subscribers are told to reload ([`Message::Gap`]), so the loss is never silent.
@@ -142,6 +149,22 @@ pub fn pending_retries() -> usize {
     RETRY.lock().expect("retry lock").queue.len()
 }
 
+/// Committed changes not yet taken by the broker: how many, and how long the oldest waits.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Backlog {
+    pub waiting: usize,
+    pub oldest: Option<Duration>,
+}
+
+/// The publish backlog now (for `/metrics` and `/healthz`).
+pub fn backlog() -> Backlog {
+    let retry = RETRY.lock().expect("retry lock");
+    Backlog {
+        waiting: retry.queue.len(),
+        oldest: retry.queue.front().map(|w| w.since.elapsed()),
+    }
+}
+
 async fn publish_or_retry(broker: Arc<dyn Broker>, route: &str, message: Message) {
     {
         let mut retry = RETRY.lock().expect("retry lock");
@@ -164,63 +187,70 @@ async fn publish_or_retry(broker: Arc<dyn Broker>, route: &str, message: Message
 
 fn enqueue(retry: &mut Retry, broker: Arc<dyn Broker>, route: &str, message: Message) {
     if retry.queue.len() >= RETRY_CAPACITY
-        && let Some((broker, route, _)) = retry.queue.pop_front()
+        && let Some(dropped) = retry.queue.pop_front()
     {
-        tracing::error!(%route, "retry queue full: the oldest committed change was dropped; \
-            the route's subscribers will be told to reload");
-        if !retry.lost.iter().any(|(_, r)| *r == route) {
-            retry.lost.push((broker, route));
+        tracing::error!(route = %dropped.route, "retry queue full: the oldest committed change \
+            was dropped; the route's subscribers will be told to reload");
+        if !retry.lost.iter().any(|(_, r)| *r == dropped.route) {
+            retry.lost.push((dropped.broker, dropped.route));
         }
     }
-    retry.queue.push_back((broker, route.to_owned(), message));
+    retry.queue.push_back(Waiting {
+        broker,
+        route: route.to_owned(),
+        message,
+        since: Instant::now(),
+    });
     if !retry.running {
         retry.running = true;
         tokio::spawn(drain_retries());
     }
 }
 
-async fn drain_retries() {
-    loop {
-        let front = {
-            let mut retry = RETRY.lock().expect("retry lock");
-            match retry.queue.front() {
-                Some(item) => item.clone(),
-                None => match retry.lost.first() {
-                    // Drained: now the routes that lost changes get their reload signal.
-                    Some((broker, route)) => (broker.clone(), route.clone(), Message::Gap),
-                    None => {
-                        retry.running = false;
-                        return;
-                    }
-                },
-            }
-        };
-        if let Message::Gap = message_of(&front) {
-            let (broker, route, _) = front;
-            match broker.publish(&route, Message::Gap).await {
-                Ok(()) => {
-                    RETRY
-                        .lock()
-                        .expect("retry lock")
-                        .lost
-                        .retain(|(_, r)| *r != route);
-                }
-                Err(_) => tokio::time::sleep(RETRY_EVERY).await,
-            }
-            continue;
-        }
-        let (broker, route, message) = front;
-        match broker.publish(&route, message).await {
-            Ok(()) => {
-                RETRY.lock().expect("retry lock").queue.pop_front();
-            }
-            Err(_) => tokio::time::sleep(RETRY_EVERY).await,
-        }
-    }
+/// What the retry task does next.
+enum Next {
+    /// Publish the oldest waiting change.
+    Change(Waiting),
+    /// Everything waiting went out: tell a route that lost changes to reload.
+    Reload(Arc<dyn Broker>, String),
+    Done,
 }
 
-fn message_of(item: &(Arc<dyn Broker>, String, Message)) -> &Message {
-    &item.2
+async fn drain_retries() {
+    loop {
+        let next = {
+            let mut retry = RETRY.lock().expect("retry lock");
+            match (retry.queue.front(), retry.lost.first()) {
+                (Some(w), _) => Next::Change(w.clone()),
+                (None, Some((broker, route))) => Next::Reload(broker.clone(), route.clone()),
+                (None, None) => {
+                    retry.running = false;
+                    Next::Done
+                }
+            }
+        };
+        let sent = match next {
+            Next::Done => return,
+            Next::Change(w) => {
+                let sent = w.broker.publish(&w.route, w.message).await.is_ok();
+                if sent {
+                    RETRY.lock().expect("retry lock").queue.pop_front();
+                }
+                sent
+            }
+            Next::Reload(broker, route) => {
+                let sent = broker.publish(&route, Message::Gap).await.is_ok();
+                if sent {
+                    let mut retry = RETRY.lock().expect("retry lock");
+                    retry.lost.retain(|(_, r)| *r != route);
+                }
+                sent
+            }
+        };
+        if !sent {
+            tokio::time::sleep(RETRY_EVERY).await;
+        }
+    }
 }
 
 /// The error a hook returns for a change made in a transaction Dragon cannot see commit.
@@ -311,6 +341,9 @@ mod tests {
         })
         .await;
         assert_eq!(pending_retries(), RETRY_CAPACITY, "the queue stays bounded");
+        let waiting = backlog();
+        assert_eq!(waiting.waiting, RETRY_CAPACITY);
+        assert!(waiting.oldest.is_some());
         flaky.fail.store(0, Ordering::SeqCst); // the broker is back
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while flaky.got.lock().unwrap().len() < RETRY_CAPACITY + 1

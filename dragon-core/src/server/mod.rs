@@ -456,9 +456,13 @@ async fn metrics(State(dragon): State<Dragon>) -> Response {
         dragon.connections(),
         hub.subscription_count(),
         hub.presence().view_count(),
+        publish::backlog(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
+
+/// `/healthz` fails while a committed change has waited this long for the broker.
+const BACKLOG_STUCK: Duration = Duration::from_secs(30);
 
 /// Bytes each socket reads at a time (see `ws_handler`).
 const READ_BUFFER: usize = 4096;
@@ -469,8 +473,15 @@ async fn healthz(State(dragon): State<Dragon>) -> Response {
         None => true,
     };
     let broker_ok = dragon.inner.broker.healthy().await;
-    let body = serde_json::json!({"database": db_ok, "broker": broker_ok});
-    let status = if db_ok && broker_ok {
+    // Committed changes the broker has not taken for this long: publishing is stuck.
+    let backlog = publish::backlog();
+    let stuck = backlog.oldest.is_some_and(|d| d > BACKLOG_STUCK);
+    let body = serde_json::json!({
+        "database": db_ok,
+        "broker": broker_ok,
+        "backlog": backlog.waiting,
+    });
+    let status = if db_ok && broker_ok && !stuck {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -10,7 +10,10 @@ async fn health_metrics_and_client(backend: Backend) {
     let (status, body) = http_raw(app.addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(status, 200);
     let health: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(health, json!({"database": true, "broker": true}));
+    assert_eq!(
+        health,
+        json!({"database": true, "broker": true, "backlog": 0})
+    );
 
     let c = app.client().await;
     let list = c
@@ -42,6 +45,8 @@ async fn health_metrics_and_client(backend: Backend) {
         r#"dragon_requests_total{route="todo-item",verb="(unknown)",outcome="unknown_verb"} 1"#,
         "dragon_events_delivered_total 1",
         "dragon_delivery_latency_ms_count 1",
+        "dragon_publish_backlog 0",
+        "dragon_publish_backlog_oldest_seconds 0.000",
     ] {
         assert!(
             text.lines().any(|l| l == line),
