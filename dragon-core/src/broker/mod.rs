@@ -35,14 +35,28 @@ pub enum Message {
         old: Option<Map<String, Value>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         new: Option<Map<String, Value>>,
+        /// Unique per change: a change published twice (a retry after a timeout that did
+        /// reach the broker) is delivered once. Optional for other publishers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Arc<str>>,
     },
     /// A router's own event (`message`, `like`, ...), delivered as `{"event": name, ...}`.
-    Custom { event: String, data: Value },
+    Custom {
+        event: String,
+        data: Value,
+        /// As for changes: repeats of one event are delivered once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Arc<str>>,
+    },
     /// Messages of the route were lost: every subscription of the route gets `resync`. A
     /// broker makes this for its own node when its history no longer covers a gap; a node
     /// publishes it for everyone when its queue of committed changes waiting for the broker
     /// overflowed (see [`crate::publish`]).
     Gap,
+}
+
+fn fresh_id() -> Option<Arc<str>> {
+    Some(Arc::from(uuid::Uuid::new_v4().simple().to_string()))
 }
 
 impl Message {
@@ -51,6 +65,7 @@ impl Message {
             kind: ChangeKind::Created,
             old: None,
             new: Some(new),
+            id: fresh_id(),
         }
     }
     pub fn updated(old: Map<String, Value>, new: Map<String, Value>) -> Self {
@@ -58,6 +73,7 @@ impl Message {
             kind: ChangeKind::Updated,
             old: Some(old),
             new: Some(new),
+            id: fresh_id(),
         }
     }
     pub fn deleted(old: Map<String, Value>) -> Self {
@@ -65,12 +81,22 @@ impl Message {
             kind: ChangeKind::Deleted,
             old: Some(old),
             new: None,
+            id: fresh_id(),
         }
     }
     pub fn custom(event: impl Into<String>, data: Value) -> Self {
         Message::Custom {
             event: event.into(),
             data,
+            id: fresh_id(),
+        }
+    }
+
+    /// The message's unique id, if it has one.
+    pub fn id(&self) -> Option<&Arc<str>> {
+        match self {
+            Message::Change { id, .. } | Message::Custom { id, .. } => id.as_ref(),
+            Message::Gap => None,
         }
     }
 }

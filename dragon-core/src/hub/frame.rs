@@ -137,9 +137,11 @@ fn parts(env: &Envelope, slot: Slot) -> (String, String) {
 fn parts_with(env: &Envelope, slot: Slot, changed_override: Option<&[String]>) -> (String, String) {
     let route = Value::from(&*env.route);
     let (event, data, changed) = match (&*env.message, slot) {
-        (Message::Custom { event, data }, _) => (Value::from(event.as_str()), data.clone(), None),
+        (Message::Custom { event, data, .. }, _) => {
+            (Value::from(event.as_str()), data.clone(), None)
+        }
         (Message::Gap, _) => (Value::from("resync"), Value::Null, None),
-        (Message::Change { old, new, kind }, slot) => {
+        (Message::Change { old, new, kind, .. }, slot) => {
             let name = match slot {
                 Slot::Created => ChangeKind::Created,
                 Slot::Updated => ChangeKind::Updated,

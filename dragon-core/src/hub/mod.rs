@@ -40,10 +40,38 @@ struct Sub {
     joined_at: Option<Position>,
 }
 
+/// The ids of a route's recent messages, to deliver a message published twice once.
+#[derive(Default)]
+struct Recent {
+    order: std::collections::VecDeque<Arc<str>>,
+    set: HashSet<Arc<str>>,
+}
+
+/// How many message ids each route remembers.
+const RECENT_IDS: usize = 4096;
+
+impl Recent {
+    /// False if `id` was seen already.
+    fn insert(&mut self, id: &Arc<str>) -> bool {
+        if !self.set.insert(id.clone()) {
+            return false;
+        }
+        self.order.push_back(id.clone());
+        if self.order.len() > RECENT_IDS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+}
+
 #[derive(Default)]
 struct RouteState {
     /// The position of the last message dispatched here.
     position: Option<Position>,
+    /// Ids of the messages dispatched lately (duplicates are dropped).
+    recent: Recent,
     subs: HashMap<SubKey, Sub>,
     /// field -> (its type, value -> subscriptions pinning the field to that value).
     index: HashMap<String, (FieldType, HashMap<ScalarKey, HashSet<SubKey>>)>,
@@ -239,6 +267,12 @@ impl Hub {
             return self.resync_all(&mut st, env);
         }
         st.position = Some(env.position);
+        if let Some(id) = env.message.id()
+            && !st.recent.insert(id)
+        {
+            tracing::debug!(route = %env.route, %id, "a message published twice is delivered once");
+            return;
+        }
         let mut prepared = Prepared::new(env);
         // One frame per connection and frame kind, listing all its subscriptions concerned.
         let mut hits: Vec<Hit> = Vec::new();
@@ -359,7 +393,13 @@ impl Hub {
         let buffered = sub.joining.take().unwrap_or_default();
         sub.joined_at = Some(position);
         let fresh = buffered.iter().filter(|e| e.position > position);
+        let mut replayed = HashSet::new();
         for env in replay.iter().chain(fresh) {
+            if let Some(id) = env.message.id()
+                && !replayed.insert(id.clone())
+            {
+                continue; // published twice: once is enough
+            }
             if let Message::Gap = *env.message {
                 let frame = frame::resync_frame(route, std::slice::from_ref(&id));
                 outbox.send(Outbound::Text(frame));
@@ -458,6 +498,7 @@ mod tests {
             kind: crate::protocol::ChangeKind::Updated,
             old: old_list.map(row),
             new: new_list.map(row),
+            id: None,
         }
     }
 
@@ -561,5 +602,64 @@ mod tests {
         );
         assert!(fb.as_str().contains(r#""subs":["s1"]"#));
         assert!(rx_a.try_recv().is_err(), "one frame per connection");
+    }
+
+    #[tokio::test]
+    async fn a_message_published_twice_is_delivered_once() {
+        let hub = Hub::start(Arc::new(MemoryBroker::new()));
+        let (outbox, mut rx) = Outbox::new(1, 100, outbox::SLOW_CONSUMER_GRACE);
+        hub.subscribe(
+            &outbox,
+            "items",
+            Arc::from("s1"),
+            Filter::all(),
+            Start::Now,
+            |_| "reply".into(),
+        )
+        .await
+        .unwrap();
+        let _ = rx.recv().await; // the reply
+        let row = json!({"id": 1, "list_id": 3, "text": "x"});
+        let message = Message::created(row.as_object().unwrap().clone());
+        // As after a publish that timed out but reached the broker, and was retried.
+        hub.broker()
+            .publish("items", message.clone())
+            .await
+            .unwrap();
+        hub.broker().publish("items", message).await.unwrap();
+        hub.broker()
+            .publish("items", Message::custom("ping", json!({})))
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        while let Ok(Some(Outbound::Text(t))) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), rx.recv()).await
+        {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            events.push(v["event"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(events, ["created", "ping"]);
+        // A subscriber replaying the history gets it once too.
+        let (late, mut late_rx) = Outbox::new(2, 100, outbox::SLOW_CONSUMER_GRACE);
+        let start = Position(hub.broker().head("items").await.unwrap().0, 0);
+        hub.subscribe(
+            &late,
+            "items",
+            Arc::from("s1"),
+            Filter::all(),
+            Start::After(start),
+            |_| "reply".into(),
+        )
+        .await
+        .unwrap();
+        let mut replayed = Vec::new();
+        while let Ok(Some(Outbound::Text(t))) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), late_rx.recv()).await
+        {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str()) {
+                replayed.push(v["event"].as_str().unwrap_or("").to_owned());
+            }
+        }
+        assert_eq!(replayed, ["created", "ping"]);
     }
 }
