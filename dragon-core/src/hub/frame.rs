@@ -147,10 +147,11 @@ fn parts_with(env: &Envelope, slot: Slot, changed_override: Option<&[String]>) -
                 Slot::Updated => ChangeKind::Updated,
                 _ => ChangeKind::Deleted,
             };
-            // A row that left a filter through an update is described by its new state;
-            // a deleted row by its last state.
+            // A deleted row, and a row that left the filter through an update, are described
+            // by their state before the change: the last one the subscription was entitled to
+            // see (the new state may be outside its scope).
             let object = match (kind, slot) {
-                (ChangeKind::Deleted, _) => old,
+                (ChangeKind::Deleted, _) | (_, Slot::Deleted) => old,
                 _ => new,
             };
             let changed = match (slot, old, new, changed_override) {

@@ -248,17 +248,21 @@ async fn live_filtered_subscriptions(backend: Backend) {
         .unwrap();
     expect_quiet(&mut sub_a).await;
 
-    // Moving the item: A sees it leave, B sees it arrive.
+    // Moving the item (and renaming it): A sees it leave, B sees it arrive.
     writer
         .call(
             "todo-item",
             "update",
-            json!({"id": id, "data": {"list_id": b}}),
+            json!({"id": id, "data": {"list_id": b, "text": "now in B"}}),
         )
         .await
         .unwrap();
     let left = expect_event(&mut sub_a, "deleted").await;
-    assert_eq!(left.data.as_ref().unwrap()["id"], id);
+    let left = left.data.as_ref().unwrap();
+    assert_eq!(left["id"], id);
+    // A leaves with the state A could see, never the new one (which may be outside A's scope).
+    assert_eq!(left["list_id"], a, "{left}");
+    assert_eq!(left["text"], "still A", "{left}");
     let arrived = expect_event(&mut sub_b, "created").await;
     assert_eq!(arrived.data.as_ref().unwrap()["list_id"], b);
 
@@ -269,7 +273,7 @@ async fn live_filtered_subscriptions(backend: Backend) {
     let e = expect_event(&mut sub_b, "deleted").await;
     assert_eq!(
         e.data.as_ref().unwrap()["text"],
-        "still A",
+        "now in B",
         "deleted carries the last state"
     );
     expect_quiet(&mut sub_a).await;
