@@ -323,6 +323,11 @@ fn handle_text(
                 .outbox
                 .send(reply_frame(&Reply::success(Some(id), out))),
             Ok(_) => {}
+            Err(err) if already => {
+                // The verb replied already (it subscribed, then failed): exactly one reply
+                // per request, so this error is only logged.
+                tracing::warn!(conn = %conn.id, error = %err, "request failed after its reply");
+            }
             Err(err) => {
                 if matches!(err, Error::Internal(_)) {
                     tracing::error!(conn = %conn.id, error = %err, "request failed");

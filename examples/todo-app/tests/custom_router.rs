@@ -45,6 +45,12 @@ impl Router for Chat {
                     .await?;
                 Ok(Output::data(data))
             }
+            // A router that replies (by subscribing) and then fails anyway.
+            "subscribe_then_fail" => {
+                ctx.subscribe("chat", Filter::all(), Start::Now, false, None)
+                    .await?;
+                Err(Error::Internal("failed after subscribing".into()))
+            }
             _ => Err(Error::UnknownVerb {
                 route: "chat".into(),
                 verb: verb.into(),
@@ -433,3 +439,21 @@ both_backends!(
     scope_is_forced_on_everything,
     foreign_origin_closes_1008
 );
+
+/// The protocol promises exactly one reply per request, even when a router replied (by
+/// subscribing) and then returned an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_answered_once_even_if_its_router_fails_after_replying() {
+    let app = TestApp::start_with(Backend::Sqlite, None, |b| b.route(chat())).await;
+    let c = app.client().await;
+    c.send_text(r#"{"id": 99, "route": "chat", "verb": "subscribe_then_fail"}"#)
+        .unwrap();
+    let mut replies = Vec::new();
+    while let Some(frame) = c.next_other(QUIET).await {
+        if let dragon_core::protocol::ServerFrame::Reply(r) = frame {
+            replies.push(r);
+        }
+    }
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(replies[0].ok);
+}
