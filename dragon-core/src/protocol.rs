@@ -184,6 +184,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
+    /// The authenticator's backend failed: not the client's fault, reconnect later.
+    pub const TRY_AGAIN: u16 = 1013;
     pub const AUTH_REQUIRED: u16 = 4001;
     pub const SLOW_CONSUMER: u16 = 4008;
 }

@@ -96,8 +96,11 @@ async fn admit(
         (Some(token), Some(auth)) => match auth.authenticate(token).await {
             Ok(user) => user,
             Err(err) => {
-                tracing::warn!(error = %err, "authentication failed at connect");
-                None
+                // The token may be fine: the backend that checks it is not. A retryable
+                // close (the client reconnects later), never 4001, which is final.
+                tracing::warn!(error = %err, "the authenticator failed at connect");
+                let _ = close_with(socket, close::TRY_AGAIN, "authentication unavailable").await;
+                return None;
             }
         },
         _ => None,

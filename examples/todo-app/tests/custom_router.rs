@@ -67,6 +67,7 @@ impl Authenticator for Tokens {
         Ok(match token {
             "alice" => Some(json!({"name": "alice", "staff": true, "list": 1})),
             "bob" => Some(json!({"name": "bob", "staff": false, "list": 2})),
+            "backend-down" => return Err(Error::Unavailable("user store unreachable".into())),
             _ => None,
         })
     }
@@ -456,4 +457,26 @@ async fn a_request_is_answered_once_even_if_its_router_fails_after_replying() {
     }
     assert_eq!(replies.len(), 1, "{replies:?}");
     assert!(replies[0].ok);
+}
+
+/// An authenticator whose backend fails closes with 1013 (try again later), which clients
+/// retry, not with the final 4001.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticator_failure_is_a_retryable_close() {
+    let app = TestApp::start_with(Backend::Sqlite, None, |b| b.auth(Tokens)).await;
+    let url = format!("{}?token=backend-down", app.ws_url());
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    use futures_util::StreamExt;
+    let frame = ws.next().await.unwrap().unwrap();
+    match frame {
+        tokio_tungstenite::tungstenite::Message::Close(Some(close)) => {
+            assert_eq!(u16::from(close.code), 1013)
+        }
+        other => panic!("expected a close, got {other:?}"),
+    }
+    // A good token still works.
+    let ok = Client::connect(&format!("{}?token=alice", app.ws_url()))
+        .await
+        .unwrap();
+    assert_eq!(ok.hello()["user"]["name"], "alice");
 }
