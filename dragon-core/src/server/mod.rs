@@ -158,7 +158,10 @@ impl Builder {
         self
     }
 
-    /// Accept WebSockets only from these `Origin`s (others close with 1008).
+    /// Also accept WebSockets from pages of these origins (`https://app.example.com`). By
+    /// default only pages served by the host the socket connects to may open one (same
+    /// origin; behind a proxy that rewrites `Host`, list your public origin here); others are
+    /// closed with 1008. Clients that send no `Origin` (not browsers) are always accepted.
     pub fn allowed_origins<S: Into<String>>(
         mut self,
         origins: impl IntoIterator<Item = S>,
@@ -434,12 +437,7 @@ async fn ws_handler(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let origin_ok = match (&dragon.inner.allowed_origins, headers.get(header::ORIGIN)) {
-        (None, _) | (Some(_), None) => true,
-        (Some(allowed), Some(origin)) => origin
-            .to_str()
-            .is_ok_and(|o| allowed.iter().any(|a| a == o)),
-    };
+    let origin_ok = origin_allowed(&headers, dragon.inner.allowed_origins.as_deref());
     let token = query.get("token").cloned();
     let max = dragon.inner.limits.max_frame;
     // tungstenite reads through a 128 KiB buffer per socket by default; requests are small,
@@ -448,6 +446,26 @@ async fn ws_handler(
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| conn::run(dragon, socket, token, origin_ok))
+}
+
+/// Same-origin by default: a browser page may open the socket only if it was served by this
+/// host (its `Origin` names the `Host` it connects to), or its origin is on the allow-list.
+/// A request without `Origin` (not from a browser) is allowed.
+fn origin_allowed(headers: &HeaderMap, allowed: Option<&[String]>) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed.is_some_and(|list| list.iter().any(|a| a == origin)) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 async fn metrics(State(dragon): State<Dragon>) -> Response {

@@ -480,3 +480,35 @@ async fn an_authenticator_failure_is_a_retryable_close() {
         .unwrap();
     assert_eq!(ok.hello()["user"]["name"], "alice");
 }
+
+/// Without an allow-list, only the app's own pages may open a socket (same origin);
+/// clients that send no `Origin` (not browsers) are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_origin_is_the_default() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = TestApp::start(Backend::Sqlite).await;
+    let first_frame = |origin: String| {
+        let mut req = app.ws_url().into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(5), ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+        }
+    };
+    match first_frame("http://evil.example".into()).await {
+        Ws::Close(Some(f)) => assert_eq!(u16::from(f.code), 1008),
+        other => panic!("a foreign page must be refused, got {other:?}"),
+    }
+    match first_frame(format!("http://{}", app.addr)).await {
+        Ws::Text(t) => assert!(t.as_str().contains("hello")),
+        other => panic!("the app's own page must be accepted, got {other:?}"),
+    }
+    let plain = app.client().await; // no Origin header
+    assert!(plain.hello()["conn"].is_string());
+}
