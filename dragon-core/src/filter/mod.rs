@@ -114,6 +114,22 @@ impl Filter {
         }
     }
 
+    /// The fields the filter reads.
+    pub fn fields(&self) -> std::collections::BTreeSet<&str> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut stack = vec![self];
+        while let Some(f) = stack.pop() {
+            match f {
+                Filter::And(parts) | Filter::Or(parts) => stack.extend(parts),
+                Filter::Not(inner) => stack.push(inner),
+                Filter::Cmp { field, .. } => {
+                    out.insert(field.as_str());
+                }
+            }
+        }
+        out
+    }
+
     /// An equality the subscription index can look up instead of scanning: a top-level
     /// `field = v` or `field in [..]` that every matching row must satisfy.
     pub fn index_key(&self) -> Option<(&str, Vec<ScalarKey>)> {

@@ -323,6 +323,22 @@ async fn scope_is_forced_on_everything(backend: Backend) {
         ),
         ErrorCode::Forbidden
     );
+    // A list that does not exist answers the same as another tenant's list: the scope is
+    // checked before the reference, so ids cannot be probed.
+    for list in [2, 999_999] {
+        let create = json!({"data": {"list_id": list, "text": "probe"}});
+        assert_eq!(
+            code(alice.call("todo-item", "create", create).await),
+            ErrorCode::Forbidden,
+            "create in list {list}"
+        );
+        let update = json!({"id": mine["id"], "data": {"list_id": list}});
+        assert_eq!(
+            code(alice.call("todo-item", "update", update).await),
+            ErrorCode::Forbidden,
+            "move to list {list}"
+        );
+    }
     let still = bob
         .call("todo-item", "get_list", json!({}))
         .await

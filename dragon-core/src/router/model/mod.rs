@@ -420,11 +420,6 @@ where
                     add(key, msg);
                 }
             }
-            for (name, exists) in &self.references {
-                if name == key && !exists(self.db.clone(), value.clone()).await? {
-                    add(key, "does not exist".into());
-                }
-            }
         }
         if create {
             for f in self.schema.fields() {
@@ -444,6 +439,18 @@ where
         }
     }
 
+    /// Refuses, as `forbidden`, data that would put the object outside the caller's scope,
+    /// before anything else looks at it: so referencing another tenant's rows cannot tell
+    /// whether they exist. (Scopes over fields the data does not give are checked on the
+    /// stored row instead.)
+    fn refuse_outside(scope: &Filter, object: &Map<String, Value>) -> Result<(), Error> {
+        let judged = scope.fields().iter().all(|f| object.contains_key(*f));
+        if judged && !scope.matches(object) {
+            return Err(Error::Forbidden("outside your scope".into()));
+        }
+        Ok(())
+    }
+
     fn data_arg(args: &Value) -> Result<&Map<String, Value>, Error> {
         arg(args, "data")?
             .as_object()
@@ -457,6 +464,9 @@ where
         for (name, value) in &self.server_set {
             object.insert(name.clone(), value(ctx));
         }
+        let scope = self.scope_filter(ctx)?;
+        Self::refuse_outside(&scope, &object)?;
+        check_references(&self.references, &self.db, data).await?;
         let am = ActiveOf::<M>::from_json(Value::Object(object)).map_err(|e| {
             // Client data was checked field by field; a missing field is the router's
             // mistake (a required column no one sets), not the client's.
@@ -467,7 +477,6 @@ where
                 Error::bad_request(format!("data does not fit the model: {msg}"))
             }
         })?;
-        let scope = self.scope_filter(ctx)?;
         let model = run(&self.db, move |txn| {
             Box::pin(async move {
                 let model = am.insert(txn).await?;
@@ -483,6 +492,9 @@ where
         let data = Self::data_arg(&args)?.clone();
         self.check_data(&data, false).await?;
         let scope = self.scope_filter(ctx)?;
+        // Fields the data leaves alone keep the row in scope (it was found through it).
+        Self::refuse_outside(&scope, &data)?;
+        check_references(&self.references, &self.db, &data).await?;
         let cond = self.condition(&by_id);
         let model = run(&self.db, move |txn| {
             Box::pin(async move {
@@ -534,6 +546,30 @@ where
         })
         .await?;
         Ok(Output::data(json!({ "id": id })))
+    }
+}
+
+/// `validation` errors for referenced rows that do not exist.
+async fn check_references(
+    references: &[(String, Exists)],
+    db: &DatabaseConnection,
+    data: &Map<String, Value>,
+) -> Result<(), Error> {
+    let mut errors = FieldErrors::new();
+    for (name, exists) in references {
+        if let Some(value) = data.get(name).filter(|v| !v.is_null())
+            && !exists(db.clone(), value.clone()).await?
+        {
+            errors
+                .entry(name.clone())
+                .or_default()
+                .push("does not exist".into());
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Validation(errors))
     }
 }
 
