@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::presence::Registry;
 use crate::schema::{FieldType, ScalarKey};
 
+pub(crate) use frame::resync_frame;
 use frame::{Prepared, Slot, classify};
 pub use outbox::{Outbound, Outbox, SLOW_CONSUMER_GRACE};
 

@@ -83,6 +83,23 @@ impl Conn {
         self.user.read().expect("user lock").clone()
     }
 
+    /// Ends every subscription (the connection stays open): each route's subscribers get
+    /// one `resync` frame naming them, so clients subscribe again (liveList does by itself).
+    pub(crate) fn end_subscriptions(&self, hub: &Hub) {
+        let subs = std::mem::take(&mut *self.subs.lock().expect("subs lock"));
+        let mut by_route: std::collections::BTreeMap<Arc<str>, Vec<Arc<str>>> =
+            std::collections::BTreeMap::new();
+        for (sub, (route, key)) in subs {
+            hub.unsubscribe(&route, key);
+            by_route.entry(route).or_default().push(sub);
+        }
+        for (route, mut subs) in by_route {
+            subs.sort_unstable();
+            self.outbox
+                .send(Outbound::Text(crate::hub::resync_frame(&route, &subs)));
+        }
+    }
+
     /// Drops every subscription of a closing connection.
     pub(crate) fn close(&self, hub: &Hub) {
         let subs = {

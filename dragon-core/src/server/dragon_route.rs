@@ -32,7 +32,17 @@ pub(super) async fn call(
                 .authenticate(token)
                 .await?
                 .ok_or(Error::Unauthenticated)?;
-            *ctx.conn.user.write().expect("user lock") = Some(user.clone());
+            let previous = ctx
+                .conn
+                .user
+                .write()
+                .expect("user lock")
+                .replace(user.clone());
+            if previous.is_some_and(|p| p != user) {
+                // Subscriptions were scoped for the previous user: end them, so nothing
+                // they let through reaches the new one (clients subscribe again).
+                ctx.conn.end_subscriptions(&ctx.hub);
+            }
             Ok(Output::data(user))
         }
         "whoami" => Ok(Output::data(ctx.user().unwrap_or(Value::Null))),

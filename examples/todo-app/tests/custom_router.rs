@@ -528,3 +528,86 @@ async fn same_origin_is_the_default() {
     let plain = app.client().await; // no Origin header
     assert!(plain.hello()["conn"].is_string());
 }
+
+/// `dragon.auth` as another user ends the subscriptions made as the previous one: they get
+/// `resync`, and nothing their old scope let through reaches the new user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticating_as_another_user_ends_the_old_subscriptions() {
+    use dragon_core::ModelRouter;
+    use todo_app::entity::{todo_item, todo_list};
+    let url = common::fresh_database(Backend::Sqlite).await;
+    let db = todo_app::open_database(&url).await.unwrap();
+    let items = ModelRouter::<todo_item::Model>::new(db.clone())
+        .filterable(["list_id", "text"])
+        .writable(["list_id", "text"])
+        .server_set("created_at", |_| dragon_core::now())
+        .scope(|ctx| Ok(json!({"list_id": ctx.require_user()?["list"]})));
+    let lists = ModelRouter::<todo_list::Model>::new(db.clone())
+        .writable(["name"])
+        .server_set("created_at", |_| dragon_core::now());
+    let dragon = dragon_core::Dragon::builder()
+        .route(items)
+        .route(lists)
+        .auth(Tokens)
+        .build();
+    let app = TestApp::serve(dragon, db, url).await;
+    let url = app.ws_url();
+    let connect = |who: &str| {
+        let url = format!("{url}?token={who}");
+        async move { Client::connect(&url).await }
+    };
+    let (c, alice) = (
+        connect("alice").await.unwrap(),
+        connect("alice").await.unwrap(),
+    );
+    for name in ["A", "B"] {
+        c.call("todo-list", "create", json!({"data": {"name": name}}))
+            .await
+            .unwrap();
+    }
+    let mut old = c.subscribe("todo-item", json!({})).await.unwrap();
+    let me = c
+        .call("dragon", "auth", json!({"token": "bob"}))
+        .await
+        .unwrap();
+    assert_eq!(me.data["name"], "bob");
+    let e = old.next_within(WAIT).await.expect("resync");
+    assert_eq!(e.event, "resync");
+    assert_eq!(e.subs, [old.id.clone()]);
+    // Alice's new item would have matched the old (alice-scoped) subscription.
+    alice
+        .call(
+            "todo-item",
+            "create",
+            json!({"data": {"list_id": 1, "text": "alice's"}}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        old.next_within(QUIET).await.is_none(),
+        "the old subscription is gone"
+    );
+    // Subscribing again is as bob.
+    let mut new = c.subscribe("todo-item", json!({})).await.unwrap();
+    alice
+        .call(
+            "todo-item",
+            "create",
+            json!({"data": {"list_id": 1, "text": "more"}}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        new.next_within(QUIET).await.is_none(),
+        "bob does not see list 1"
+    );
+    let bob = connect("bob").await.unwrap();
+    bob.call(
+        "todo-item",
+        "create",
+        json!({"data": {"list_id": 2, "text": "bob's"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(new.next_within(WAIT).await.unwrap().event, "created");
+}
