@@ -129,6 +129,10 @@ impl Presence {
             "presence_join" => {
                 let state = self.state(&args, false)?;
                 check(key).await?;
+                if ctx.conn.presence.is_member(&view_key) {
+                    // Joining again is an update: the same rate limit applies.
+                    return update(ctx, view_key, state).await;
+                }
                 self.join(ctx, view_key, state).await
             }
             "presence_update" => {

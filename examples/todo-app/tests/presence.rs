@@ -502,3 +502,42 @@ async fn metrics_count_the_keys_served() {
     let (_, body) = common::http_raw(app.addr, "GET", "/metrics", &[], b"").await;
     assert!(body.contains("\ndragon_presence_keys 1\n"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_again_is_an_update_within_the_same_rate_limit() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let (a, b) = (app.client().await, std::sync::Arc::new(app.client().await));
+    call(&a, "presence_watch", json!({"key": "doc"}))
+        .await
+        .unwrap();
+    call(
+        &b,
+        "presence_join",
+        json!({"key": "doc", "state": {"n": 0}}),
+    )
+    .await
+    .unwrap();
+    expect_presence(&a).await;
+    let mut calls = Vec::new();
+    for n in 1..=30 {
+        let b = b.clone();
+        calls.push(tokio::spawn(async move {
+            call(
+                &b,
+                "presence_join",
+                json!({"key": "doc", "state": {"n": n}}),
+            )
+            .await
+        }));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for r in futures_util::future::join_all(calls).await {
+        r.unwrap().expect("every join is answered");
+    }
+    let mut seen = Vec::new();
+    while let Some(e) = presence_event(&a, Duration::from_millis(500)).await {
+        seen.push(e.extra["joins"][0]["state"]["n"].as_i64().unwrap());
+    }
+    assert_eq!(*seen.last().unwrap(), 30, "{seen:?}");
+    assert!(seen.len() < 30, "re-joins are coalesced too: {seen:?}");
+}
