@@ -152,21 +152,9 @@ impl Clients {
     /// Received so far, whether all arrived, and latency p50/p99 in ms.
     fn summary(&self, complete: bool) -> String {
         let received = self.counters.received.load(Ordering::Acquire);
-        let mut lat = std::mem::take(&mut *self.counters.latencies.lock().expect("latencies"));
-        lat.sort_unstable();
-        let pct = |p: f64| {
-            if lat.is_empty() {
-                f64::NAN
-            } else {
-                lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0
-            }
-        };
-        format!(
-            "done {received} {} {} {}",
-            complete as u8,
-            pct(0.50),
-            pct(0.99)
-        )
+        let lat = std::mem::take(&mut *self.counters.latencies.lock().expect("latencies"));
+        let (p50, p99) = p50_p99_ms(lat);
+        format!("done {received} {} {p50} {p99}", complete as u8)
     }
 }
 
@@ -309,4 +297,17 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// The 50th and 99th percentiles, in ms, of latencies in µs (NaN if there are none).
+pub fn p50_p99_ms(mut lat: Vec<u32>) -> (f64, f64) {
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        if lat.is_empty() {
+            f64::NAN
+        } else {
+            lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0
+        }
+    };
+    (pct(0.50), pct(0.99))
 }

@@ -241,18 +241,18 @@ pub fn registries(plan: &mut Plan, root: &Path) -> Result<(), CliError> {
             "generate/migration_lib.rs.j2",
         ),
     ] {
-        let before = modules(root, dir)?;
-        let mut now = before.clone();
-        now.extend(planned_modules(plan, dir));
-        if dir == "migration/src" {
-            now.retain(|m| m.starts_with('m'));
-        }
+        // A migration module's name starts with `m` (the timestamp); other files are not listed.
+        let listed = |m: &String| dir != "migration/src" || m.starts_with('m');
+        let mut before = modules(root, dir)?;
+        before.retain(listed);
+        let mut now: Vec<String> = before
+            .iter()
+            .cloned()
+            .chain(planned_modules(plan, dir))
+            .filter(listed)
+            .collect();
         now.sort();
         now.dedup();
-        let mut before = before;
-        if dir == "migration/src" {
-            before.retain(|m| m.starts_with('m'));
-        }
         let previous = render(template, &json!({ "modules": before }))?;
         let text = render(template, &json!({ "modules": now }))?;
         plan.add(list, text, Owner::Generator, Some(previous));

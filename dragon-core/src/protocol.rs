@@ -104,6 +104,11 @@ impl Reply {
         }
     }
 
+    /// The frame's text: the one place a reply is encoded.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("replies serialize")
+    }
+
     pub fn failure(id: Option<RequestId>, error: ErrorBody) -> Self {
         Reply {
             id,

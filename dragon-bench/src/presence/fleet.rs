@@ -413,21 +413,14 @@ impl Clients {
         };
         let secs = end.saturating_sub(start_us) as f64 / 1e6;
         let deliveries_secs = last.saturating_sub(start_us) as f64 / 1e6;
-        let mut lat = std::mem::take(&mut *tally.latencies.lock().expect("latencies"));
-        lat.sort_unstable();
-        let pct = |p: f64| {
-            if lat.is_empty() {
-                f64::NAN
-            } else {
-                lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0
-            }
-        };
+        let lat = std::mem::take(&mut *tally.latencies.lock().expect("latencies"));
+        let (p50, p99) = crate::clients::p50_p99_ms(lat);
         format!(
             "done {changes} {target} {} {secs} {} {deliveries_secs} {} {} {errors} {in_sync}",
             complete as u8,
             tally.frames.load(Ordering::SeqCst),
-            pct(0.50),
-            pct(0.99),
+            p50,
+            p99,
         )
     }
 }

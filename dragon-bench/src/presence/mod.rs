@@ -58,13 +58,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::clients::{now_micros, rss_kib};
 
+mod cleanup;
 mod fleet;
 mod node;
-mod resp;
 
+use cleanup::*;
 use fleet::*;
 use node::*;
-use resp::*;
 
 /// The route the members join, as in the todo app (free string keys).
 const ROUTE: &str = "todo-item";

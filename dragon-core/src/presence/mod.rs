@@ -183,7 +183,7 @@ impl Presence {
         let registry = ctx.hub.presence();
         let was_member = conn.presence.is_member(&key);
         let fresh = conn.presence.track(&key)?;
-        let conn_id: Arc<str> = Arc::from(conn.id.as_str());
+        let conn_id = conn.id.clone();
         registry.watch(&key, &conn.outbox, &conn_id, Mode::Members);
         let member = Member {
             conn: conn_id.clone(),
@@ -269,7 +269,7 @@ async fn set_state(
     state: Value,
 ) -> Result<u64, Error> {
     let member = Member {
-        conn: Arc::from(conn.id.as_str()),
+        conn: conn.id.clone(),
         user: conn.user().unwrap_or(Value::Null),
         state,
     };
@@ -314,7 +314,7 @@ async fn leave(ctx: &Ctx, key: ViewKey) -> Output {
     let registry = ctx.hub.presence();
     registry.unwatch(&key, conn.outbox.id());
     if role.is_some_and(|r| r.member) {
-        let conn_id: Arc<str> = Arc::from(conn.id.as_str());
+        let conn_id = conn.id.clone();
         if let Err(err) = registry
             .broker()
             .presence_leave(&key.0, &key.1, &conn_id)
@@ -331,7 +331,7 @@ async fn watch(ctx: &Ctx, key: ViewKey, mode: Mode) -> Result<Output, Error> {
     let conn = &ctx.conn;
     let fresh = conn.presence.track(&key)?;
     let registry = ctx.hub.presence();
-    let conn_id: Arc<str> = Arc::from(conn.id.as_str());
+    let conn_id = conn.id.clone();
     registry.watch(&key, &conn.outbox, &conn_id, mode);
     if let Err(err) = registry.settle(&key, 0).await {
         if fresh {
@@ -360,7 +360,7 @@ fn reply(ctx: &Ctx, key: &ViewKey) -> Result<Output, Error> {
 
 /// A closing connection leaves every key it joined, and stops watching the others.
 pub(crate) fn close(conn: &Conn, registry: &Registry) {
-    let conn_id: Arc<str> = Arc::from(conn.id.as_str());
+    let conn_id = conn.id.clone();
     for (key, role) in conn.presence.close() {
         registry.unwatch(&key, conn.outbox.id());
         if role.member {

@@ -378,14 +378,10 @@ impl Registry {
                 counting = true;
                 continue;
             }
-            let own = |m: &&&Member| m.conn == w.conn;
-            let frame = if joins.iter().any(|m| own(&m)) || leaves.iter().any(|m| own(&m)) {
-                let j: Vec<&Member> = joins.iter().copied().filter(|m| m.conn != w.conn).collect();
-                let l: Vec<&Member> = leaves
-                    .iter()
-                    .copied()
-                    .filter(|m| m.conn != w.conn)
-                    .collect();
+            let others = |m: &&Member| m.conn != w.conn;
+            let frame = if !joins.iter().all(others) || !leaves.iter().all(others) {
+                let j: Vec<&Member> = joins.iter().copied().filter(others).collect();
+                let l: Vec<&Member> = leaves.iter().copied().filter(others).collect();
                 if j.is_empty() && l.is_empty() {
                     continue;
                 }

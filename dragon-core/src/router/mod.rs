@@ -46,7 +46,8 @@ type SubEntry = (Arc<str>, SubKey);
 
 /// One connection's state shared by its request tasks.
 pub struct Conn {
-    pub(crate) id: String,
+    /// Shared, not copied, by everything that names the connection (presence members).
+    pub(crate) id: Arc<str>,
     pub(crate) user: RwLock<Option<Value>>,
     pub(crate) outbox: Arc<Outbox>,
     /// Subscription id -> (route, hub key).
@@ -67,7 +68,7 @@ impl Conn {
         limits: &crate::server::Limits,
     ) -> Self {
         Conn {
-            id,
+            id: Arc::from(id),
             user: RwLock::new(user),
             outbox,
             subs: Mutex::new(HashMap::new()),
@@ -163,8 +164,9 @@ impl Ctx {
     /// cause); the connection then sends no other.
     pub(crate) fn reply_now(&self, out: Output) {
         let reply = Reply::success(self.request_id.clone(), out);
-        let text = serde_json::to_string(&reply).expect("reply serializes");
-        self.conn.outbox.send(Outbound::Text(Utf8Bytes::from(text)));
+        self.conn
+            .outbox
+            .send(Outbound::Text(Utf8Bytes::from(reply.to_json())));
         self.replied.store(true, Ordering::Release);
     }
 
@@ -225,8 +227,7 @@ impl Ctx {
                         body["items"] = Value::Array(items);
                     }
                     data = body.clone();
-                    let reply = Reply::success(request_id, Output::data(body));
-                    Utf8Bytes::from(serde_json::to_string(&reply).expect("reply serializes"))
+                    Utf8Bytes::from(Reply::success(request_id, Output::data(body)).to_json())
                 },
             )
             .await?;

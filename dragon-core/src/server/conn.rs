@@ -21,9 +21,7 @@ use crate::publish;
 use crate::router::{Conn, Ctx};
 
 fn reply_frame(reply: &Reply) -> Outbound {
-    Outbound::Text(Utf8Bytes::from(
-        serde_json::to_string(reply).expect("replies serialize"),
-    ))
+    Outbound::Text(Utf8Bytes::from(reply.to_json()))
 }
 
 fn failure(id: Option<RequestId>, err: &Error) -> Outbound {

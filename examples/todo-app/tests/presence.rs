@@ -308,6 +308,32 @@ async fn bad_keys_and_states_are_refused_and_change_nothing() {
     assert_eq!(r.data, json!({"members": []}));
 }
 
+/// `b` sends `verb` with states 1..=n on key "doc", a few ms apart (so the server starts them
+/// in the order sent), and every request is answered; the states watcher `a` then saw.
+async fn rapid_states(
+    a: &Client,
+    b: &std::sync::Arc<Client>,
+    verb: &'static str,
+    n: i64,
+) -> Vec<i64> {
+    let mut calls = Vec::new();
+    for i in 1..=n {
+        let b = b.clone();
+        calls.push(tokio::spawn(async move {
+            call(&b, verb, json!({"key": "doc", "state": {"n": i}})).await
+        }));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for r in futures_util::future::join_all(calls).await {
+        r.unwrap().expect("every request is answered");
+    }
+    let mut seen = Vec::new();
+    while let Some(e) = presence_event(a, Duration::from_millis(500)).await {
+        seen.push(e.extra["joins"][0]["state"]["n"].as_i64().unwrap());
+    }
+    seen
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_past_the_rate_are_coalesced_and_the_last_state_wins() {
     let app = TestApp::start(Backend::Sqlite).await;
@@ -327,26 +353,7 @@ async fn updates_past_the_rate_are_coalesced_and_the_last_state_wins() {
     // (A few ms apart, so the server starts them in the order sent.)
     let b = std::sync::Arc::new(b);
     let started = Instant::now();
-    let mut calls = Vec::new();
-    for n in 1..=40 {
-        let b = b.clone();
-        calls.push(tokio::spawn(async move {
-            call(
-                &b,
-                "presence_update",
-                json!({"key": "doc", "state": {"n": n}}),
-            )
-            .await
-        }));
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    for r in futures_util::future::join_all(calls).await {
-        r.unwrap().expect("every update is answered");
-    }
-    let mut seen = Vec::new();
-    while let Some(e) = presence_event(&a, Duration::from_millis(500)).await {
-        seen.push(e.extra["joins"][0]["state"]["n"].as_i64().unwrap());
-    }
+    let seen = rapid_states(&a, &b, "presence_update", 40).await;
     assert_eq!(*seen.last().unwrap(), 40, "the last state wins: {seen:?}");
     assert!(
         seen.len() < 40,
@@ -518,26 +525,7 @@ async fn joining_again_is_an_update_within_the_same_rate_limit() {
     .await
     .unwrap();
     expect_presence(&a).await;
-    let mut calls = Vec::new();
-    for n in 1..=30 {
-        let b = b.clone();
-        calls.push(tokio::spawn(async move {
-            call(
-                &b,
-                "presence_join",
-                json!({"key": "doc", "state": {"n": n}}),
-            )
-            .await
-        }));
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    for r in futures_util::future::join_all(calls).await {
-        r.unwrap().expect("every join is answered");
-    }
-    let mut seen = Vec::new();
-    while let Some(e) = presence_event(&a, Duration::from_millis(500)).await {
-        seen.push(e.extra["joins"][0]["state"]["n"].as_i64().unwrap());
-    }
+    let seen = rapid_states(&a, &b, "presence_join", 30).await;
     assert_eq!(*seen.last().unwrap(), 30, "{seen:?}");
     assert!(seen.len() < 30, "re-joins are coalesced too: {seen:?}");
 }

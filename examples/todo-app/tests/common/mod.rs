@@ -7,8 +7,8 @@ use std::time::Duration;
 use dragon_core::Dragon;
 use dragon_core::broker::Broker;
 use dragon_core::client::Client;
+use dragon_core::testing::TestServer;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
-use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -51,8 +51,7 @@ pub struct TestApp {
     pub db: DatabaseConnection,
     pub addr: std::net::SocketAddr,
     pub database_url: String,
-    stop: Option<oneshot::Sender<()>>,
-    pub server: tokio::task::JoinHandle<()>,
+    server: Option<TestServer>,
 }
 
 impl TestApp {
@@ -77,27 +76,15 @@ impl TestApp {
     }
 
     pub async fn serve(dragon: Dragon, db: DatabaseConnection, database_url: String) -> TestApp {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let app = todo_app::app(&dragon);
-        let d = dragon.clone();
-        let server = tokio::spawn(async move {
-            d.serve_until(listener, app, async move {
-                let _ = stop_rx.await;
-            })
+        let server = TestServer::start(&dragon, todo_app::app(&dragon))
             .await
             .expect("serve");
-        });
         TestApp {
             dragon,
             db,
-            addr,
+            addr: server.addr(),
             database_url,
-            stop: Some(stop_tx),
-            server,
+            server: Some(server),
         }
     }
 
@@ -111,10 +98,9 @@ impl TestApp {
 
     /// Stops the server gracefully (clients get 1001).
     pub async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        if let Some(server) = self.server.take() {
+            server.stop().await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.server).await;
     }
 }
 
