@@ -15,6 +15,8 @@
 //   If the server cannot replay (`recovered: false`) or sends a `resync` frame, the client emits
 //   'resync' and the subscription's handler gets `{event: 'resync', ...}`; a LiveList reloads
 //   itself from a fresh snapshot. Close codes 4001 and 1008 stop reconnecting.
+// - Change events may carry `version` (per object, higher = newer; delivery is at least once).
+//   Subscription handlers get every frame as sent; a LiveList ignores repeated or older versions.
 // - Presence handles (client.presence / watchPresence) join or watch again after every
 //   reconnection, join handles with their latest state; their member lists are reset from
 //   each reply and then follow the events.
@@ -113,6 +115,15 @@ export interface EventFrame<T = any> {
   /** for `updated`: the published fields that changed */
   changed?: string[];
   position?: string;
+  /**
+   * For `created` / `updated` / `deleted` from servers with a change log: the change's sequence
+   * number in its route's log. It grows strictly with every committed change of one object, so
+   * for one object a higher version is newer. Delivery is at least once: the same version may
+   * arrive again (and, rarely, an older one after a newer one); a LiveList applies each version
+   * once and never goes back, raw subscription handlers get the frames as sent. Absent on custom
+   * events, presence and from older servers.
+   */
+  version?: number;
   [key: string]: unknown;
 }
 
@@ -155,6 +166,7 @@ export interface SubscribeOptions<T = any> extends CallOptions {
   onSubscribed?: (info: SubscribedInfo<T>, subscription: Subscription<T>) => void;
 }
 
+/** Gets every frame of the subscription as the server sent it (`version` included; repeats are not filtered). */
 export type EventHandler<T = any> = (frame: EventFrame<T> | ResyncEvent | SubscriptionErrorEvent, subscription: Subscription<T>) => void;
 
 export class Subscription<T = any> {
@@ -182,9 +194,22 @@ export interface LiveListOptions<T = any> {
   onChange?: (items: T[], change: EventFrame<T> | { event: 'snapshot' }) => void;
   /** primary key field (default `id`) */
   key?: string;
+  /**
+   * how many deleted ids to remember with their version, so that a late older created/updated
+   * does not bring them back (default 10000; the oldest are forgotten first)
+   */
+  maxTombstones?: number;
 }
 
-/** A sorted array kept current from a snapshot subscription; reloads itself after a resync. */
+/**
+ * A sorted array kept current from a snapshot subscription; reloads itself after a resync.
+ *
+ * Versioned events: an event whose `version` is lower than or equal to the highest version
+ * already applied for its object (deletions included) is ignored: no change, no onChange call.
+ * So repeated deliveries apply once and the list never goes back to an older state. This
+ * bookkeeping starts over with every snapshot (first load, reload(), resync). Events without
+ * `version` are applied as they come.
+ */
 export class LiveList<T = any> {
   readonly client: Dragon;
   readonly route: string;
@@ -199,6 +224,7 @@ export class LiveList<T = any> {
   readonly subscription: Subscription<T> | null;
   /** resolves once the first snapshot is in; rejects if the subscribe is refused */
   readonly ready: Promise<LiveList<T>>;
+  /** cb on every change (not for ignored repeated or older versions); returns off() */
   onChange(cb: (items: T[], change: EventFrame<T> | { event: 'snapshot' }) => void): () => void;
   get(id: Id): T | undefined;
   /** reload from a fresh snapshot */
@@ -381,7 +407,7 @@ export function groupByUser<S = Record<string, unknown>, U = any>(members: Prese
 export function makeComparator<T = any>(orderBy?: string[] | string, key?: string): (a: T, b: T) => number;
 export function sortItems<T = any>(items: T[], orderBy?: string[] | string, key?: string): T[];
 export function compareValues(a: unknown, b: unknown): number;
-/** apply a created/updated/deleted event to a Map by id, idempotently; true if it changed */
+/** apply a created/updated/deleted event to a Map by id, idempotently; true if it changed (does not look at `version`) */
 export function applyEvent<T = any>(map: Map<Id, T>, frame: EventFrame<T>, key?: string): boolean;
 export const PROTOCOL_VERSION: 1;
 export const version: string;

@@ -26,6 +26,9 @@
  *   `resync` frame, the client emits `resync` and calls the subscription's handler with
  *   `{event: 'resync', route, subs, reason}`; liveList reloads itself automatically.
  * - Close codes 4001 (authentication required) and 1008 (policy) stop reconnection.
+ * - Change events may carry `version` (per object, higher = newer). Subscription handlers and
+ *   onChannelMessage get every frame as sent, `version` included; liveList ignores a repeated
+ *   or older version of an object (also after its deletion) and starts over at each snapshot.
  * - Presence: client.presence(route, key, state) / client.watchPresence(route, key, {count})
  *   return a handle at once (members, onChange, update, leave, byUser, ready, self, conn).
  *   It joins (watches) as soon as connected and again after every reconnection, with the
@@ -219,6 +222,64 @@
     }
     if (frame.event === 'deleted') return map.delete(id);
     return false;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Change versions. `created`/`updated`/`deleted` events may carry a top-level integer
+  // `version`: the change's sequence number in its route's log, so for one object a higher
+  // version is always newer. Delivery is at least once (repeats after a failover) and, rarely,
+  // an older version arrives after a newer one: live collections apply each version at most
+  // once and never go back. Events without `version` are applied as they come.
+
+  var MAX_TOMBSTONES = 10000;
+
+  function isVersion(v) { return typeof v === 'number' && isFinite(v); }
+
+  /**
+   * The highest version seen per object id: for objects present (`live`) and for deleted ones
+   * (`tombstones`, so a late older created/updated does not bring a deleted object back). At
+   * most `max` tombstones are kept, the oldest dropped first; live entries are bounded by the
+   * objects present.
+   */
+  class VersionBook {
+    constructor(maxTombstones) {
+      this.max = typeof maxTombstones === 'number' && maxTombstones >= 0 ? Math.floor(maxTombstones) : MAX_TOMBSTONES;
+      this.live = new Map();
+      this.tombstones = new Map();
+    }
+
+    /** the highest version held for id, or undefined */
+    held(id) {
+      var v = this.live.get(id);
+      return v !== undefined ? v : this.tombstones.get(id);
+    }
+
+    /** true if an event of `version` for id was applied already or is older than what is held */
+    stale(id, version) {
+      if (!isVersion(version)) return false;
+      var held = this.held(id);
+      return held !== undefined && version <= held;
+    }
+
+    /** Note an event for id that was applied (call after stale() said no). */
+    record(id, event, version) {
+      var v = isVersion(version) ? version : this.held(id);
+      if (event === 'deleted') {
+        this.live.delete(id);
+        if (v === undefined) return;
+        this.tombstones.delete(id); // re-inserted: the newest tombstone
+        this.tombstones.set(id, v);
+        while (this.tombstones.size > this.max) this.tombstones.delete(this.tombstones.keys().next().value);
+      } else if (event === 'created' || event === 'updated') {
+        this.tombstones.delete(id);
+        if (v !== undefined) this.live.set(id, v);
+      }
+    }
+
+    clear() {
+      this.live.clear();
+      this.tombstones.clear();
+    }
   }
 
   function sameObject(a, b) {
@@ -806,8 +867,9 @@
     /**
      * Subscribe to a route's events. onEvent(frame, subscription) gets every event frame that
      * concerns it (created/updated/deleted/custom), plus {event:'resync',...} when the client
-     * must reload. Resolves to the Subscription (with .id, .position and, with snapshot: true,
-     * .items). options: {snapshot, timeout, onSubscribed(reply)}.
+     * must reload. Frames are passed as sent (`version` included, repeats not filtered).
+     * Resolves to the Subscription (with .id, .position and, with snapshot: true, .items).
+     * options: {snapshot, timeout, onSubscribed(reply)}.
      */
     subscribe(route, filter, onEvent, options) {
       if (typeof filter === 'function' && options === undefined) { options = onEvent; onEvent = filter; filter = {}; }
@@ -1514,7 +1576,9 @@
   }
 
   // ---------------------------------------------------------------------------------------------
-  // LiveList: a sorted array kept current from a snapshot subscription
+  // LiveList: a sorted array kept current from a snapshot subscription. Events carrying a
+  // `version` are applied at most once per version and never take an object back to an older
+  // state (see VersionBook); the bookkeeping starts over with every snapshot.
 
   class LiveList {
     constructor(client, route, filter, options) {
@@ -1533,6 +1597,8 @@
       this.closed = false;
       this.subscription = null;
       this._map = new Map();
+      // highest change version per id (and tombstones), since the last snapshot
+      this._versions = new VersionBook(o.maxTombstones);
       this._compare = makeComparator(this.orderBy, this.key);
       this._listeners = new Set();
       if (typeof o.onChange === 'function') this._listeners.add(o.onChange);
@@ -1554,7 +1620,11 @@
       this.ready.catch(function () {});
     }
 
-    /** cb(items, change) on every change; change = the event frame or {event:'snapshot'}. Returns off(). */
+    /**
+     * cb(items, change) on every change; change = the event frame or {event:'snapshot'}. An event
+     * whose `version` is not newer than the one held for its object changes nothing and calls
+     * nothing. Returns off().
+     */
     onChange(cb) {
       if (typeof cb !== 'function') throw new TypeError('callback must be a function');
       var set = this._listeners;
@@ -1570,6 +1640,8 @@
       var key = this.key;
       rows.forEach(function (r) { if (r && r[key] !== undefined) m.set(r[key], Object.assign({}, r)); });
       this._map = m;
+      // A fresh snapshot (first load, reload, resync): versions start over from it.
+      this._versions.clear();
       this.loaded = true;
       this._rebuild(change);
     }
@@ -1577,7 +1649,16 @@
     _onEvent(frame) {
       if (this.closed) return;
       if (frame.event === 'resync') { this.reload(); return; }
-      if (applyEvent(this._map, frame, this.key)) this._rebuild(frame);
+      var ev = frame.event;
+      var data = frame.data;
+      if (ev !== 'created' && ev !== 'updated' && ev !== 'deleted') return;
+      if (!data || typeof data !== 'object' || data[this.key] === undefined) return;
+      var id = data[this.key];
+      // A repeated or older version (at-least-once delivery): ignored, no change callback.
+      if (this._versions.stale(id, frame.version)) return;
+      var changed = applyEvent(this._map, frame, this.key);
+      this._versions.record(id, ev, frame.version);
+      if (changed) this._rebuild(frame);
     }
 
     _rebuild(change) {

@@ -11,10 +11,22 @@ use sea_orm::{
 use crate::filter::SQLITE_LOWER_FN;
 use crate::schema::fold_case;
 
-/// Connects to `url` (`sqlite:` or `postgres://`) with statement logging off and, on SQLite,
-/// the Unicode lower-casing function that `icontains` relies on. A `sqlite:` file URL is
-/// created if missing.
+/// Connects to `url` (`sqlite:` or `postgres://`) with statement logging off, and creates
+/// or completes the change log's tables ([`crate::changelog::migrate`]). On SQLite it adds
+/// the Unicode lower-casing function that `icontains` relies on and sets the journal as
+/// production apps run it: WAL, `synchronous=NORMAL` (a commit survives a crash of the
+/// process, and of the machine up to the last checkpoint), a 5 s busy timeout; the file is
+/// created if missing. Use [`connect_with`] to change any of it.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    connect_with(url, |_| {}).await
+}
+
+/// [`connect`], with `configure` applied to the options last (pool size, timeouts, and on
+/// SQLite [`ConnectOptions::map_sqlx_sqlite_opts`] for other journal settings).
+pub async fn connect_with(
+    url: &str,
+    configure: impl FnOnce(&mut ConnectOptions),
+) -> Result<DatabaseConnection, DbErr> {
     let mut url = url.to_owned();
     if url.starts_with("sqlite:") && !url.contains(":memory:") && !url.contains("mode=") {
         url.push_str(if url.contains('?') {
@@ -30,7 +42,16 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
             Box::pin(async move { register_sqlite_functions(conn).await })
         })
     });
-    Database::connect(opts).await
+    opts.map_sqlx_sqlite_opts(|o| {
+        use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+        o.journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(5))
+    });
+    configure(&mut opts);
+    let db = Database::connect(opts).await?;
+    crate::changelog::migrate(&db).await?;
+    Ok(db)
 }
 
 /// Creates the table of `entity` if it does not exist yet.

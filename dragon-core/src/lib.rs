@@ -10,6 +10,7 @@
 //! [`presence`] (who is on each key, live), [`server`] (axum) and [`client`] (Rust client).
 
 pub mod broker;
+pub mod changelog;
 pub mod client;
 pub mod db;
 pub mod error;

@@ -67,8 +67,27 @@ impl Metrics {
         subscriptions: usize,
         presence_keys: usize,
         backlog: crate::publish::Backlog,
+        log: crate::changelog::Status,
     ) -> String {
         let mut out = String::new();
+        let secs = |d: Option<std::time::Duration>| d.map_or(0.0, |d| d.as_secs_f64());
+        let _ = writeln!(
+            out,
+            "# HELP dragon_changelog_backlog Committed changes in the change log not yet relayed to the broker.\n\
+             # TYPE dragon_changelog_backlog gauge\ndragon_changelog_backlog {}\n\
+             # HELP dragon_changelog_oldest_unpublished_seconds How long the oldest of them has waited.\n\
+             # TYPE dragon_changelog_oldest_unpublished_seconds gauge\n\
+             dragon_changelog_oldest_unpublished_seconds {:.3}\n\
+             # HELP dragon_changelog_relay_lag_seconds From commit to publish, for the change relayed last.\n\
+             # TYPE dragon_changelog_relay_lag_seconds gauge\n\
+             dragon_changelog_relay_lag_seconds {:.3}\n\
+             # HELP dragon_changelog_relaying Whether this node holds the relay lease.\n\
+             # TYPE dragon_changelog_relaying gauge\ndragon_changelog_relaying {}",
+            log.backlog,
+            secs(log.oldest),
+            secs(log.lag),
+            u8::from(log.relaying)
+        );
         let oldest = backlog.oldest.map_or(0.0, |d| d.as_secs_f64());
         let _ = writeln!(
             out,

@@ -8,10 +8,11 @@
 //! - `before_delete` loads the row (nothing to publish if it is absent), `after_delete`
 //!   publishes `deleted` with its last state.
 //!
-//! Changes go through [`crate::publish::emit`]: after commit inside
-//! [`crate::transaction`], at once on a plain connection. Bulk statements
+//! Changes are recorded in the change log ([`crate::changelog`]) in the write's own
+//! transaction, whoever opened it; the relay publishes them once committed. Bulk statements
 //! (`insert_many`, `update_many`, `delete_many`, `Entity::delete_by_id`, raw SQL) run no
-//! hooks: publish those with [`publish_created`], [`publish_updated`], [`publish_deleted`].
+//! hooks: on PostgreSQL a table trigger logs them ([`crate::changelog::install_trigger`]);
+//! elsewhere publish them with [`publish_created`], [`publish_updated`], [`publish_deleted`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,13 +20,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sea_orm::{
-    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction,
-    DbErr, EntityTrait, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter,
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter,
 };
 use serde_json::{Map, Value};
 
 use crate::broker::Message;
-use crate::publish;
+use crate::protocol::ChangeKind;
+use crate::{changelog, publish};
 
 /// The ActiveModel type of a model.
 pub type ActiveOf<M> = <<M as ModelTrait>::Entity as EntityTrait>::ActiveModel;
@@ -120,15 +122,6 @@ fn pk_string<A: ActiveModelTrait>(am: &A) -> Option<String> {
     am.get_primary_key_value().map(|v| format!("{v:?}"))
 }
 
-/// A change inside a transaction that Dragon did not open cannot be published safely.
-fn check_transaction<C>() -> Result<(), DbErr> {
-    let foreign = std::any::type_name::<C>() == std::any::type_name::<DatabaseTransaction>();
-    if foreign && !publish::in_transaction() {
-        return Err(publish::foreign_transaction_error());
-    }
-    Ok(())
-}
-
 /// Loads the stored row an ActiveModel's primary key names.
 async fn load<M, C>(am: &ActiveOf<M>, db: &C) -> Result<Option<M>, DbErr>
 where
@@ -199,7 +192,7 @@ where
     C: ConnectionTrait,
 {
     let am = M::before_save(am, db, insert).await?;
-    check_transaction::<C>()?;
+    changelog::orm_write_begins(db, M::ROUTE).await?;
     if !insert
         && touches_published::<M>(&am)
         && let Some((pk, old)) = state_before::<M, C>(&am, db).await?
@@ -220,13 +213,13 @@ where
     let model = M::after_save(model, db, insert).await?;
     let new = model.to_published();
     if insert {
-        publish::emit(M::ROUTE, Message::created(new)).await;
+        changelog::record(db, M::ROUTE, ChangeKind::Created, None, Some(&new)).await?;
     } else {
         let pk = format!("{:?}", model.get_primary_key_value());
         if let Some(old) = stash_take::<M>(&pk)
             && old != new
         {
-            publish::emit(M::ROUTE, Message::updated(old, new)).await;
+            changelog::record(db, M::ROUTE, ChangeKind::Updated, Some(&old), Some(&new)).await?;
         }
     }
     Ok(model)
@@ -241,7 +234,7 @@ where
     C: ConnectionTrait,
 {
     let am = M::before_delete(am, db).await?;
-    check_transaction::<C>()?;
+    changelog::orm_write_begins(db, M::ROUTE).await?;
     if let Some((pk, row)) = state_before::<M, C>(&am, db).await? {
         stash_put::<M>(&pk, row);
     }
@@ -258,12 +251,13 @@ where
 {
     let am = M::after_delete(am, db).await?;
     if let Some(old) = pk_string(&am).and_then(|pk| stash_take::<M>(&pk)) {
-        publish::emit(M::ROUTE, Message::deleted(old)).await;
+        changelog::record(db, M::ROUTE, ChangeKind::Deleted, Some(&old), None).await?;
     }
     Ok(am)
 }
 
-/// Publishes `created` for a row written without hooks (e.g. `insert_many`).
+/// Publishes `created` for a row written without hooks (e.g. `insert_many`), at once (not
+/// through the change log: call it after the write commits).
 pub async fn publish_created<M: Publish>(model: &M) {
     publish::emit(M::ROUTE, Message::created(model.to_published())).await;
 }

@@ -159,6 +159,9 @@ pub struct Event {
     pub changed: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
+    /// A model change's object version: higher is newer for the same object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     /// Presence events carry their key and member lists at the top level.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -1,10 +1,11 @@
-//! Getting committed changes to the broker: the current broker, and transactions that hold
-//! their changes back until commit.
+//! Publishing what is not a logged model change (custom events, the `publish_*` helpers)
+//! after commit: the current broker, transactions that hold such events back until commit,
+//! and a retry queue while the broker is down.
 //!
-//! sea-orm hooks get no application state and run inside the caller's transaction, so changes
-//! are handed to [`emit`], which either queues them in the enclosing [`transaction`] (published
-//! after commit, dropped on rollback) or, outside one, publishes at once (the statement has
-//! already committed).
+//! Model changes do not come here: they are recorded in the change log in their write's
+//! transaction and relayed from there ([`crate::changelog`]); [`transaction`] only wakes the
+//! relay when it commits. Events handed to [`emit`] inside a [`transaction`] are published
+//! after it commits and dropped on rollback; outside one, at once.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -12,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use sea_orm::{DbErr, TransactionError, TransactionTrait};
+use sea_orm::{TransactionError, TransactionTrait};
 
 use crate::broker::{Broker, Message};
 
@@ -66,7 +67,7 @@ pub type TxnFuture<'c, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send 
 /// ```ignore
 /// dragon_core::transaction(&db, |txn| Box::pin(async move {
 ///     item.insert(txn).await?;
-///     Ok::<_, DbErr>(())
+///     Ok::<_, sea_orm::DbErr>(())
 /// })).await?;
 /// ```
 pub async fn transaction<C, F, T, E>(db: &C, callback: F) -> Result<T, TransactionError<E>>
@@ -81,6 +82,7 @@ where
         .scope(pending.clone(), db.transaction(callback))
         .await;
     if result.is_ok() {
+        crate::changelog::wake();
         let changes = std::mem::take(&mut *pending.lock().expect("pending lock"));
         for (route, message) in changes {
             emit(&route, message).await;
@@ -251,15 +253,6 @@ async fn drain_retries() {
             tokio::time::sleep(RETRY_EVERY).await;
         }
     }
-}
-
-/// The error a hook returns for a change made in a transaction Dragon cannot see commit.
-pub(crate) fn foreign_transaction_error() -> DbErr {
-    DbErr::Custom(
-        "dragon: this change is inside a transaction opened without dragon_core::transaction; \
-         Dragon cannot know whether it commits, so it refuses rather than publish too early"
-            .to_owned(),
-    )
 }
 
 #[cfg(test)]

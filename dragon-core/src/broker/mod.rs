@@ -39,6 +39,10 @@ pub enum Message {
         /// reach the broker) is delivered once. Optional for other publishers.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Arc<str>>,
+        /// The object's version after this change (its sequence in the route's change log,
+        /// see [`crate::changelog`]): clients ignore a version older than the one they hold.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
     },
     /// A router's own event (`message`, `like`, ...), delivered as `{"event": name, ...}`.
     Custom {
@@ -66,6 +70,7 @@ impl Message {
             old: None,
             new: Some(new),
             id: fresh_id(),
+            version: None,
         }
     }
     pub fn updated(old: Map<String, Value>, new: Map<String, Value>) -> Self {
@@ -74,6 +79,7 @@ impl Message {
             old: Some(old),
             new: Some(new),
             id: fresh_id(),
+            version: None,
         }
     }
     pub fn deleted(old: Map<String, Value>) -> Self {
@@ -82,6 +88,7 @@ impl Message {
             old: Some(old),
             new: None,
             id: fresh_id(),
+            version: None,
         }
     }
     pub fn custom(event: impl Into<String>, data: Value) -> Self {
@@ -166,6 +173,15 @@ pub enum History {
 pub trait Broker: Send + Sync + 'static {
     /// Publishes a message on `route`; every node's [`Broker::messages`] stream gets it once.
     async fn publish(&self, route: &str, message: Message) -> Result<(), BrokerError>;
+
+    /// Publishes `messages` on `route`, in order, all or none where the broker can (the
+    /// change log's relay publishes a route's changes this way).
+    async fn publish_many(&self, route: &str, messages: Vec<Message>) -> Result<(), BrokerError> {
+        for message in messages {
+            self.publish(route, message).await?;
+        }
+        Ok(())
+    }
 
     /// The stream of every message on every route, in position order within each route.
     /// Called once, by the hub, when a server starts.

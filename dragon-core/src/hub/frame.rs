@@ -136,6 +136,10 @@ fn parts(env: &Envelope, slot: Slot) -> (String, String) {
 /// The frame around its `subs` list: `{"event":..,"route":..,"subs":` and the rest.
 fn parts_with(env: &Envelope, slot: Slot, changed_override: Option<&[String]>) -> (String, String) {
     let route = Value::from(&*env.route);
+    let version = match &*env.message {
+        Message::Change { version, .. } => *version,
+        _ => None,
+    };
     let (event, data, changed) = match (&*env.message, slot) {
         (Message::Custom { event, data, .. }, _) => {
             (Value::from(event.as_str()), data.clone(), None)
@@ -170,6 +174,9 @@ fn parts_with(env: &Envelope, slot: Slot, changed_override: Option<&[String]>) -
     let mut suffix = format!(r#","data":{data}"#);
     if let Some(changed) = changed {
         suffix.push_str(&format!(r#","changed":{}"#, Value::from(changed)));
+    }
+    if let Some(version) = version {
+        suffix.push_str(&format!(r#","version":{version}"#));
     }
     suffix.push_str(&format!(r#","position":"{}"}}"#, env.position));
     (prefix, suffix)

@@ -13,6 +13,7 @@ mod outbox;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{Map, Value};
@@ -73,6 +74,8 @@ struct RouteState {
     position: Option<Position>,
     /// Ids of the messages dispatched lately (duplicates are dropped).
     recent: Recent,
+    /// The highest change-log version dispatched (see [`Hub::relayed`]).
+    version: tokio::sync::watch::Sender<u64>,
     subs: HashMap<SubKey, Sub>,
     /// field -> (its type, value -> subscriptions pinning the field to that value).
     index: HashMap<String, (FieldType, HashMap<ScalarKey, HashSet<SubKey>>)>,
@@ -260,6 +263,21 @@ impl Hub {
         }
     }
 
+    /// Waits (at most `timeout`) until this node has dispatched `route`'s change-log version
+    /// `version`: the change is then on its way to every subscriber here. False on timeout
+    /// (the relay is slow or stuck; the change stays in the log and is published later).
+    pub(crate) async fn relayed(&self, route: &str, version: u64, timeout: Duration) -> bool {
+        let mut seen = self
+            .route(route)
+            .lock()
+            .expect("route lock")
+            .version
+            .subscribe();
+        tokio::time::timeout(timeout, seen.wait_for(|v| *v >= version))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// Matches one message against this node's subscriptions and queues its frames.
     fn dispatch(&self, env: &Envelope) {
         let state = self.route(&env.route);
@@ -268,6 +286,18 @@ impl Hub {
             return self.resync_all(&mut st, env);
         }
         st.position = Some(env.position);
+        if let Message::Change {
+            version: Some(v), ..
+        } = *env.message
+        {
+            st.version.send_if_modified(|seen| {
+                let newer = v > *seen;
+                if newer {
+                    *seen = v;
+                }
+                newer
+            });
+        }
         if let Some(id) = env.message.id()
             && !st.recent.insert(id)
         {
@@ -500,6 +530,7 @@ mod tests {
             old: old_list.map(row),
             new: new_list.map(row),
             id: None,
+            version: None,
         }
     }
 

@@ -40,6 +40,12 @@ pub trait Router: Send + Sync + 'static {
     async fn check_services(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// The database this router's models write to: the server runs a change-log relay for
+    /// it ([`crate::changelog`]). The default is none.
+    fn database(&self) -> Option<&sea_orm::DatabaseConnection> {
+        None
+    }
 }
 
 type SubEntry = (Arc<str>, SubKey);

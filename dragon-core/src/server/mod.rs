@@ -24,8 +24,8 @@ use tokio::sync::{Notify, watch};
 use crate::broker::{Broker, MemoryBroker};
 use crate::error::Error;
 use crate::hub::Hub;
-use crate::publish;
 use crate::router::Router;
+use crate::{changelog, publish};
 
 /// Per-connection limits (section 1), each configurable.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +87,7 @@ struct Inner {
     live: AtomicUsize,
     all_closed: Notify,
     requests: Arc<Requests>,
+    relays: changelog::Relays,
 }
 
 /// The requests under way on every connection of a server.
@@ -170,7 +171,8 @@ impl Builder {
         self
     }
 
-    /// The database `/healthz` checks.
+    /// The database `/healthz` checks; the server also relays its change log (model routers'
+    /// databases are relayed without this).
     pub fn database(mut self, db: DatabaseConnection) -> Self {
         self.db = Some(db);
         self
@@ -224,6 +226,12 @@ impl Builder {
             .broker
             .unwrap_or_else(|| Arc::new(MemoryBroker::new()) as Arc<dyn Broker>);
         publish::install_if_unset(&broker);
+        let dbs = routers
+            .values()
+            .filter_map(|r| r.database().cloned())
+            .chain(self.db.clone())
+            .collect();
+        let relays = changelog::Relays::start(dbs, &broker);
         Ok(Dragon {
             inner: Arc::new(Inner {
                 hub: Hub::start(broker.clone()),
@@ -240,6 +248,7 @@ impl Builder {
                 live: AtomicUsize::new(0),
                 all_closed: Notify::new(),
                 requests: Arc::default(),
+                relays,
             }),
         })
     }
@@ -327,6 +336,9 @@ impl Dragon {
         {
             tracing::warn!("shutting down with requests still under way");
         }
+        // What those requests committed is in the change log: see it relayed (by this node
+        // or the lease holder), then give the lease up so another node takes over at once.
+        self.inner.relays.drain(left()).await;
         let drained = async {
             while publish::pending_retries() > 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -475,11 +487,13 @@ async fn metrics(State(dragon): State<Dragon>) -> Response {
         hub.subscription_count(),
         hub.presence().view_count(),
         publish::backlog(),
+        changelog::status(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// `/healthz` fails while a committed change has waited this long for the broker.
+/// `/healthz` fails while a committed change has waited this long for the broker (in the
+/// retry queue, or in the change log: the relay is stuck).
 const BACKLOG_STUCK: Duration = Duration::from_secs(30);
 
 /// Bytes each socket reads at a time (see `ws_handler`).
@@ -493,11 +507,18 @@ async fn healthz(State(dragon): State<Dragon>) -> Response {
     let broker_ok = dragon.inner.broker.healthy().await;
     // Committed changes the broker has not taken for this long: publishing is stuck.
     let backlog = publish::backlog();
-    let stuck = backlog.oldest.is_some_and(|d| d > BACKLOG_STUCK);
+    let log = changelog::status();
+    let stuck = backlog.oldest.is_some_and(|d| d > BACKLOG_STUCK)
+        || log.oldest.is_some_and(|d| d > BACKLOG_STUCK);
     let body = serde_json::json!({
         "database": db_ok,
         "broker": broker_ok,
         "backlog": backlog.waiting,
+        "changelog": {
+            "backlog": log.backlog,
+            "oldest_ms": log.oldest.map(|d| d.as_millis() as u64),
+            "relaying": log.relaying,
+        },
     });
     let status = if db_ok && broker_ok && !stuck {
         StatusCode::OK

@@ -10,9 +10,12 @@ async fn health_metrics_and_client(backend: Backend) {
     let (status, body) = http_raw(app.addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(status, 200);
     let health: Value = serde_json::from_str(&body).unwrap();
+    let relaying = health["changelog"]["relaying"].clone();
+    assert!(relaying.is_boolean(), "{health}");
     assert_eq!(
         health,
-        json!({"database": true, "broker": true, "backlog": 0})
+        json!({"database": true, "broker": true, "backlog": 0,
+               "changelog": {"backlog": 0, "oldest_ms": null, "relaying": relaying}})
     );
 
     let c = app.client().await;
@@ -46,6 +49,9 @@ async fn health_metrics_and_client(backend: Backend) {
         "dragon_events_delivered_total 1",
         "dragon_delivery_latency_ms_count 1",
         "dragon_publish_backlog 0",
+        "dragon_changelog_backlog 0",
+        "dragon_changelog_oldest_unpublished_seconds 0.000",
+        "dragon_changelog_relaying 1",
         "dragon_publish_backlog_oldest_seconds 0.000",
     ] {
         assert!(

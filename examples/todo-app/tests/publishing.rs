@@ -98,15 +98,23 @@ async fn model_changes_publish_after_commit_only(backend: Backend) {
         am.update(&db).await.unwrap();
         quiet(&mut sub).await;
 
-        // A raw sea-orm transaction is refused rather than published too early.
+        // A raw sea-orm transaction: its change is in the log with it, so it publishes
+        // after its commit, and never if it rolls back.
         let txn = db.begin().await.unwrap();
-        let err = new_item(list.id, "raw").insert(&txn).await.unwrap_err();
-        assert!(
-            err.to_string().contains("dragon_core::transaction"),
-            "{err}"
-        );
+        new_item(list.id, "raw, rolled back")
+            .insert(&txn)
+            .await
+            .unwrap();
+        quiet(&mut sub).await;
         txn.rollback().await.unwrap();
         quiet(&mut sub).await;
+        let txn = db.begin().await.unwrap();
+        new_item(list.id, "raw").insert(&txn).await.unwrap();
+        quiet(&mut sub).await;
+        txn.commit().await.unwrap();
+        let e = sub.next_within(WAIT).await.expect("created after commit");
+        assert_eq!(e.event, "created");
+        assert_eq!(e.data.unwrap()["text"], "raw");
 
         // A delete publishes the last state; deleting a missing row publishes nothing.
         let gone = item.clone();

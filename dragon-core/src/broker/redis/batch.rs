@@ -40,12 +40,13 @@ end
 return id
 "#;
 
-/// The most messages one script call carries.
+/// The most messages one script call carries (a larger job goes alone).
 const MAX_BATCH: usize = 256;
 
 pub(super) struct Job {
     pub route: String,
-    pub json: String,
+    /// One or more messages, published together in one script call.
+    pub json: Vec<String>,
     pub done: oneshot::Sender<Result<(), BrokerError>>,
 }
 
@@ -66,9 +67,15 @@ pub(super) async fn run(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<J
         }
         let mut rest = std::mem::take(&mut waiting).into_iter().peekable();
         while let Some(job) = rest.next() {
+            let mut size = job.json.len();
             let mut run = vec![job];
-            while run.len() < MAX_BATCH && rest.peek().is_some_and(|j| j.route == run[0].route) {
-                run.push(rest.next().expect("peeked"));
+            while rest
+                .peek()
+                .is_some_and(|j| j.route == run[0].route && size + j.json.len() <= MAX_BATCH)
+            {
+                let next = rest.next().expect("peeked");
+                size += next.json.len();
+                run.push(next);
             }
             let result = publish_run(&shared, &run).await;
             for job in run {
@@ -84,13 +91,18 @@ pub(super) async fn run(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<J
 async fn publish_run(shared: &Shared, run: &[Job]) -> Result<(), BrokerError> {
     shared.ensure_connected()?;
     let route = run[0].route.as_str();
-    let mut args: Vec<RedisValue> = Vec::with_capacity(5 + run.len());
+    let count: usize = run.iter().map(|j| j.json.len()).sum();
+    let mut args: Vec<RedisValue> = Vec::with_capacity(5 + count);
     args.push(shared.channel.as_str().into());
     args.push(route.into());
     args.push(shared.history_len.as_str().into());
     args.push(shared.history_age_ms.as_str().into());
     args.push(shared.trim.into());
-    args.extend(run.iter().map(|j| RedisValue::from(j.json.as_str())));
+    args.extend(
+        run.iter()
+            .flat_map(|j| &j.json)
+            .map(|json| RedisValue::from(json.as_str())),
+    );
     let _id: String = shared
         .batch_script
         .evalsha_with_reload(shared.client(), shared.stream_key(route), args)

@@ -468,10 +468,18 @@ impl Shared {
 #[async_trait::async_trait]
 impl Broker for RedisBroker {
     async fn publish(&self, route: &str, message: Message) -> Result<(), BrokerError> {
+        self.publish_many(route, vec![message]).await
+    }
+
+    /// One script call for all of `messages` (a batch is never split): all or none.
+    async fn publish_many(&self, route: &str, messages: Vec<Message>) -> Result<(), BrokerError> {
         let s = &self.shared;
         s.ensure_connected()?;
-        let json =
-            serde_json::to_string(&message).map_err(|e| BrokerError::Other(e.to_string()))?;
+        let json = messages
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BrokerError::Other(e.to_string()))?;
         let (done, result) = tokio::sync::oneshot::channel();
         s.jobs
             .send(batch::Job {

@@ -477,7 +477,7 @@ where
                 Error::bad_request(format!("data does not fit the model: {msg}"))
             }
         })?;
-        let model = run(&self.db, move |txn| {
+        let model = run(ctx, &self.db, move |txn| {
             Box::pin(async move {
                 let model = am.insert(txn).await?;
                 within(&scope, model)
@@ -496,7 +496,7 @@ where
         Self::refuse_outside(&scope, &data)?;
         check_references(&self.references, &self.db, &data).await?;
         let cond = self.condition(&by_id);
-        let model = run(&self.db, move |txn| {
+        let model = run(ctx, &self.db, move |txn| {
             Box::pin(async move {
                 let old = locked(M::Entity::find().filter(cond), txn)
                     .one(txn)
@@ -534,7 +534,7 @@ where
         let by_id = self.id_filter(ctx, &args)?;
         let id = arg(&args, "id")?.clone();
         let cond = self.condition(&by_id);
-        run(&self.db, move |txn| {
+        run(ctx, &self.db, move |txn| {
             Box::pin(async move {
                 let row = locked(M::Entity::find().filter(cond), txn)
                     .one(txn)
@@ -597,17 +597,30 @@ fn within<M: crate::model::Publish>(scope: &Filter, model: M) -> Result<M, Error
     }
 }
 
-/// Runs a write in a Dragon transaction (changes publish after commit), mapping errors.
-async fn run<T, F>(db: &DatabaseConnection, f: F) -> Result<T, Error>
+/// How long a write's reply waits for its changes to be relayed (see [`run`]).
+const RELAY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs a write in a Dragon transaction, mapping errors; once it has committed, waits (at
+/// most [`RELAY_WAIT`]) until this node has dispatched the changes it recorded, so the
+/// reply follows its own events: a client that subscribes after "done" does not get its own
+/// change as news.
+async fn run<T, F>(ctx: &Ctx, db: &DatabaseConnection, f: F) -> Result<T, Error>
 where
     T: Send,
     F: for<'c> FnOnce(&'c sea_orm::DatabaseTransaction) -> publish::TxnFuture<'c, T, Error> + Send,
 {
-    match publish::transaction(db, f).await {
-        Ok(v) => Ok(v),
-        Err(TransactionError::Connection(e)) => Err(e.into()),
-        Err(TransactionError::Transaction(e)) => Err(e),
+    let (result, recorded) = crate::changelog::recording(publish::transaction(db, f)).await;
+    let value = match result {
+        Ok(v) => v,
+        Err(TransactionError::Connection(e)) => return Err(e.into()),
+        Err(TransactionError::Transaction(e)) => return Err(e),
+    };
+    for (route, version) in recorded {
+        if !ctx.hub.relayed(&route, version, RELAY_WAIT).await {
+            tracing::warn!(%route, version, "a committed change is not relayed yet; answering anyway");
+        }
     }
+    Ok(value)
 }
 
 #[async_trait::async_trait]
@@ -627,14 +640,33 @@ where
         self.check_required()
     }
 
+    fn database(&self) -> Option<&DatabaseConnection> {
+        Some(&self.db)
+    }
+
     async fn check_services(&self) -> Result<(), String> {
-        if self.backend() != sea_orm::DbBackend::Sqlite {
-            return Ok(());
-        }
         let probe = sea_orm::Statement::from_string(
             sea_orm::DbBackend::Sqlite,
             format!("SELECT {}('A')", crate::filter::SQLITE_LOWER_FN),
         );
+        let log = sea_orm::Statement::from_string(
+            self.backend(),
+            "SELECT COUNT(*) AS n FROM dragon_change_seq",
+        );
+        if sea_orm::ConnectionTrait::query_one_raw(&self.db, log)
+            .await
+            .is_err()
+        {
+            return Err(format!(
+                "the database of route {:?} has no change log (it was opened with \
+                 sea_orm::Database::connect?): open it with dragon_core::db::connect(url), or \
+                 run dragon_core::changelog::migrate(&db) first",
+                M::ROUTE
+            ));
+        }
+        if self.backend() != sea_orm::DbBackend::Sqlite {
+            return Ok(());
+        }
         match sea_orm::ConnectionTrait::query_one_raw(&self.db, probe).await {
             Ok(_) => Ok(()),
             Err(_) => Err(format!(
