@@ -14,13 +14,15 @@
 //! `cargo run --release -p dragon-bench` (add `-- --help` for options). Figures are printed
 //! as a table with Dragon's throughput as a ratio of the reference measured in the same run.
 //!
-//! `-- --presence` runs the presence benchmark instead (see `presence.rs`).
+//! `-- --presence` runs the presence benchmark instead (see `presence.rs`), `-- --writes`
+//! the write benchmark (see `writes.rs`).
 
 mod brokers;
 mod clients;
 mod presence;
 mod reference;
 mod subject;
+mod writes;
 
 use std::time::Duration;
 
@@ -67,6 +69,9 @@ pub struct Args {
     /// The presence benchmark (`--presence`) and its options.
     #[command(flatten)]
     pub presence: presence::Options,
+    /// The write benchmark (`--writes`) and its options.
+    #[command(flatten)]
+    pub writes: writes::Options,
 }
 
 fn raise_fd_limit(needed: u64) {
@@ -95,6 +100,10 @@ fn main() {
     if args.presence.wanted() {
         raise_fd_limit(args.presence.connections() as u64 + 1024);
         presence::main(&args.presence);
+        return;
+    }
+    if args.writes.writes {
+        writes::main(&args.writes);
         return;
     }
     let max_clients = args.clients.iter().copied().max().unwrap_or(0) as u64;

@@ -39,7 +39,7 @@ pub enum Message {
         /// reach the broker) is delivered once. Optional for other publishers.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Arc<str>>,
-        /// The object's version after this change (its sequence in the route's change log,
+        /// The object's version after this change (its id in the change log,
         /// see [`crate::changelog`]): clients ignore a version older than the one they hold.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<u64>,

@@ -5,11 +5,14 @@
 //! deploy) and lets racing writers reach the broker out of order. The log makes the database
 //! the source of truth instead (the transactional outbox):
 //! - a change commits with its write or not at all;
-//! - each route's changes get a sequence in commit order (see [`sql::TABLES`]), which is
-//!   also the changed object's **version**: an object's versions grow with its changes;
-//! - one relay per database (chosen by a lease, so every node can run one and another takes
-//!   over within seconds when its holder dies) publishes each route's log in order, marks
-//!   its progress, and prunes what is relayed and older than the history window;
+//! - each change gets the log's next id, which is also the changed object's **version**:
+//!   writes of one object are serialized by the database (the row is locked from the write to
+//!   the commit, and the log row is written after it), so an object's versions grow in
+//!   commit order; writers take no lock of their own;
+//! - one relay per database (the holder of a lock that dies with its process, so every
+//!   node can run one and another takes over at once when the holder dies) publishes the
+//!   log in id order, marks its progress, and prunes what is relayed and older than a
+//!   minute;
 //! - events carry the version and a change id, so a change relayed twice (after a failover)
 //!   is delivered once by every node, and clients ignore a version older than theirs.
 //!
@@ -17,6 +20,7 @@
 //! PostgreSQL for other nodes' writes, and polls as a fallback. Changes made outside the
 //! ORM can be logged by a table trigger on PostgreSQL ([`install_trigger`]).
 
+mod lock;
 mod relay;
 mod sql;
 mod trigger;
@@ -45,11 +49,8 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
         txn.execute_unprepared("SELECT pg_advisory_xact_lock(7470617)")
             .await?;
     }
-    for stmt in sql::TABLES {
+    for stmt in sql::TABLES.get(backend).split("; ") {
         txn.execute_unprepared(stmt).await?;
-    }
-    if backend == DbBackend::Sqlite {
-        txn.execute_unprepared(sql::SEQ_TRIGGER_SQLITE).await?;
     }
     let epoch = uuid::Uuid::new_v4().simple().to_string();
     txn.execute_raw(Statement::from_sql_and_values(
@@ -125,9 +126,10 @@ pub(crate) async fn record<C: ConnectionTrait>(
         }
     };
     let at = crate::metrics::unix_ms() as i64;
-    let sql = match backend {
-        DbBackend::Postgres => sql::RECORD_PG,
-        _ => sql::RECORD_SQLITE,
+    let sql = if backend == DbBackend::Postgres && relay::active_here() {
+        sql::RECORD_QUIET_PG
+    } else {
+        sql::RECORD.get(backend)
     };
     let values = [
         route.into(),
@@ -136,11 +138,15 @@ pub(crate) async fn record<C: ConnectionTrait>(
         json(new),
         at.into(),
     ];
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await?
-        .ok_or_else(|| DbErr::Custom("dragon: the change log returned no sequence".into()))?;
-    let seq: i64 = row.try_get("", "seq")?;
+    let stmt = Statement::from_sql_and_values(backend, sql, values);
+    let seq: i64 = if backend == DbBackend::Postgres {
+        db.query_one_raw(stmt)
+            .await?
+            .ok_or_else(|| DbErr::Custom("dragon: the change log returned no id".into()))?
+            .try_get("", "id")?
+    } else {
+        db.execute_raw(stmt).await?.last_insert_id() as i64
+    };
     let _ = RECORDED.try_with(|r| {
         let mut r = r.lock().expect("recorded lock");
         match r.iter_mut().find(|(name, _)| name == route) {
@@ -155,12 +161,12 @@ pub(crate) async fn record<C: ConnectionTrait>(
 }
 
 tokio::task_local! {
-    /// The last sequence each route got from the writes of a [`recording`] scope.
+    /// The last log id each route got from the writes of a [`recording`] scope.
     static RECORDED: Arc<Mutex<Vec<(String, u64)>>>;
 }
 
 /// Runs `fut`, and says which routes its writes recorded changes on, with the last
-/// sequence (version) each got: a model router waits for those to be relayed before it
+/// log id (version) each got: a model router waits for those to be relayed before it
 /// answers, so a client that hears "done" never sees its own change arrive later as news.
 pub(crate) async fn recording<F: Future>(fut: F) -> (F::Output, Vec<(String, u64)>) {
     let recorded: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
@@ -178,7 +184,7 @@ pub struct Status {
     pub oldest: Option<Duration>,
     /// From commit to publish, for the change relayed last.
     pub lag: Option<Duration>,
-    /// Whether a relay of this process holds the lease.
+    /// Whether a relay of this process is the active one.
     pub relaying: bool,
 }
 

@@ -1,7 +1,6 @@
 //! The relay: publishes each route's log to the broker in order, on one node per database at
-//! a time (the lease holder), and marks its progress in the database.
+//! a time (the holder of its lock, see `lock.rs`), and marks its progress in the database.
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -9,22 +8,23 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, watch};
 
-use super::{Status, WAKE, sql};
+use super::{Status, WAKE, lock, sql};
 use crate::broker::{Broker, BrokerError, Message};
 use crate::metrics::unix_ms;
 use crate::protocol::ChangeKind;
 
-/// How long a lease lasts without renewal: a dead holder's successor starts within this
-/// and [`LEASE_CHECK`].
-const LEASE: Duration = Duration::from_secs(3);
+/// How often a relay without the lock tries to take it (a dead holder's lock is gone at
+/// once, so its successor starts within this).
+const LEASE_CHECK: Duration = Duration::from_millis(500);
+/// How often the holder makes sure its lock is still there.
 const RENEW_EVERY: Duration = Duration::from_secs(1);
-/// How often a node without the lease tries to take it.
-const LEASE_CHECK: Duration = Duration::from_secs(1);
 /// The holder's fallback poll (writes of this process and NOTIFYs wake it sooner).
 const POLL: Duration = Duration::from_millis(250);
+/// How long a woken relay waits for more commits before it reads the log.
+const GATHER: Duration = Duration::from_millis(2);
 /// After a failure (broker or database down), the pause before trying again.
 const RETRY: Duration = Duration::from_millis(250);
-/// Changes of one route published per step.
+/// Changes published per step.
 const BATCH: i64 = 500;
 /// Relayed changes are kept this long (the log is not the history; the broker keeps that).
 const KEEP: Duration = Duration::from_secs(60);
@@ -41,8 +41,6 @@ enum RelayError {
 struct Shared {
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
-    /// This relay's name in the lease.
-    me: String,
     stop: watch::Sender<bool>,
     status: Mutex<Status>,
 }
@@ -64,6 +62,15 @@ pub(crate) fn status() -> Status {
         })
 }
 
+/// Whether a relay of this process is the active one (its writers need not `NOTIFY`).
+/// With relays for several databases, any active one counts: the others poll.
+pub(crate) fn active_here() -> bool {
+    ACTIVE.load(std::sync::atomic::Ordering::Relaxed) > 0
+}
+
+/// How many relays of this process are active.
+static ACTIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// One database's relay, running in the background until stopped or dropped.
 pub(crate) struct Relay {
     shared: Arc<Shared>,
@@ -74,7 +81,6 @@ impl Relay {
         let shared = Arc::new(Shared {
             db,
             broker,
-            me: uuid::Uuid::new_v4().simple().to_string(),
             stop: watch::channel(false).0,
             status: Mutex::default(),
         });
@@ -86,25 +92,23 @@ impl Relay {
     }
 
     /// Waits until everything committed before the call is relayed (by this node or the
-    /// lease holder), at most `timeout`. False if it timed out.
+    /// active relay), at most `timeout`. False if it timed out.
     async fn drain(&self, timeout: Duration) -> bool {
         super::wake();
-        let s = &self.shared;
+        let db = &self.shared.db;
         let wait = async {
-            let mut goal: Option<HashMap<String, i64>> = None;
+            let mut goal = None;
             loop {
-                match behind(&s.db).await {
-                    Ok(rows) => {
-                        let goal = goal.get_or_insert_with(|| {
-                            rows.iter().map(|b| (b.route.clone(), b.head)).collect()
-                        });
-                        let done = rows
-                            .iter()
-                            .all(|b| goal.get(&b.route).is_none_or(|head| b.done >= *head));
-                        if done {
-                            return;
-                        }
-                    }
+                let step = async {
+                    let goal = match goal {
+                        Some(g) => g,
+                        None => *goal.insert(head(db).await?),
+                    };
+                    Ok::<_, DbErr>(progress(db).await? >= goal)
+                };
+                match step.await {
+                    Ok(true) => return,
+                    Ok(false) => {}
                     Err(err) => tracing::warn!(error = %err, "change log: cannot read progress"),
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -140,7 +144,7 @@ impl Relays {
     }
 
     /// Waits, at most `timeout`, until every change committed so far is relayed; then stops
-    /// and gives up the lease, so another node takes over at once.
+    /// and lets the lock go, so another node takes over at once.
     pub(crate) async fn drain(&self, timeout: Duration) {
         let started = Instant::now();
         for relay in &self.0 {
@@ -152,17 +156,8 @@ impl Relays {
             }
         }
         for relay in &self.0 {
+            // Stopping drops the lock: another node's relay takes over at once.
             relay.shared.stop.send_replace(true);
-            let s = &relay.shared;
-            let backend = s.db.get_database_backend();
-            let release = Statement::from_sql_and_values(
-                backend,
-                sql::RELEASE.get(backend),
-                [s.me.clone().into()],
-            );
-            if let Err(err) = s.db.execute_raw(release).await {
-                tracing::warn!(error = %err, "change log: could not give the lease up");
-            }
         }
     }
 }
@@ -180,52 +175,114 @@ fn identity(db: &DatabaseConnection) -> Option<usize> {
     }
 }
 
+/// The active relay's place in the log.
+#[derive(Default)]
+struct Cursor {
+    /// The last id relayed (or skipped as a hole), once loaded.
+    done: Option<i64>,
+    /// The last id written to `dragon_relayed`, and when.
+    marked: i64,
+    marked_at: Option<Instant>,
+    /// A missing id the relay waits for (PostgreSQL): the id, and the snapshot `xmax` when
+    /// it was first missed.
+    hole: Option<(i64, u64)>,
+    epoch: Option<String>,
+}
+
+/// What the relay does after a step.
+#[derive(PartialEq)]
+enum Next {
+    /// Caught up: wait for a wake-up.
+    Idle,
+    /// More is waiting: go on at once.
+    More,
+    /// Waiting for a transaction that holds an earlier id to end: look again very soon.
+    Soon,
+}
+
+/// How often progress is written while changes keep coming (a relay that takes over
+/// republishes at most this much, which every node and client drops as repeats).
+const MARK_EVERY: Duration = Duration::from_millis(200);
+
 async fn run(s: Arc<Shared>) {
     let mut wake = WAKE.subscribe();
     let mut stop = s.stop.subscribe();
     let notified = Arc::new(Notify::new());
     let listener = (s.db.get_database_backend() == DbBackend::Postgres)
         .then(|| tokio::spawn(listen(s.db.clone(), notified.clone())));
-    let mut epoch = None;
-    let mut renewed: Option<Instant> = None;
+    let mut hold: Option<lock::Hold> = None;
+    let mut checked = Instant::now();
     let mut pruned = Instant::now();
+    let mut cursor = Cursor::default();
+    let mut cursor_held = false;
     while !*stop.borrow() {
-        let held = match keep_lease(&s, &mut renewed).await {
-            Ok(held) => held,
-            Err(err) => {
-                tracing::warn!(error = %err, "change log: lease");
-                false
+        if hold.is_none() {
+            match lock::try_take(&s.db).await {
+                Ok(taken) => hold = taken,
+                Err(err) => tracing::warn!(error = %err, "change log: relay lock"),
             }
-        };
+            checked = Instant::now();
+        } else if checked.elapsed() > RENEW_EVERY {
+            if !lock::still_held(hold.as_mut().expect("held")).await {
+                tracing::warn!("change log: lost the relay lock");
+                hold = None;
+            }
+            checked = Instant::now();
+        }
+        let held = hold.is_some();
+        if held != cursor_held {
+            cursor_held = held;
+            if held {
+                ACTIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                ACTIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         s.status.lock().expect("status lock").relaying = held;
+        if !held {
+            cursor = Cursor::default(); // whoever holds the lock moves the log on
+        }
         let step = if held {
-            step(&s, &mut epoch).await
+            step(&s, &mut cursor).await
         } else {
-            measure(&s).await.map(|()| false).map_err(RelayError::from)
+            measure(&s)
+                .await
+                .map(|()| Next::Idle)
+                .map_err(RelayError::from)
         };
-        let more = match step {
-            Ok(more) => more,
+        let next = match step {
+            Ok(next) => next,
             Err(err) => {
                 tracing::warn!(error = %err, "change log: relay step failed; retrying");
                 tokio::time::sleep(RETRY).await;
-                false
+                Next::Idle
             }
         };
         if held && pruned.elapsed() > PRUNE_EVERY {
             pruned = Instant::now();
-            if let Err(err) = prune(&s.db).await {
+            if let Err(err) = prune(&s.db, cursor.marked).await {
                 tracing::warn!(error = %err, "change log: prune failed");
             }
         }
-        if more {
-            continue;
+        match next {
+            Next::More => continue,
+            Next::Soon => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            Next::Idle => {}
         }
         if held {
-            tokio::select! {
-                _ = wake.changed() => {}
-                _ = notified.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
-                _ = stop.changed() => {}
+            let woken = tokio::select! {
+                _ = wake.changed() => true,
+                _ = notified.notified() => true,
+                _ = tokio::time::sleep(POLL) => false,
+                _ = stop.changed() => false,
+            };
+            if woken {
+                // Let the commits of this moment gather: one step relays them all, rather
+                // than one step per commit competing with the writers.
+                tokio::time::sleep(GATHER).await;
             }
         } else {
             tokio::select! {
@@ -233,6 +290,9 @@ async fn run(s: Arc<Shared>) {
                 _ = stop.changed() => {}
             }
         }
+    }
+    if cursor_held {
+        ACTIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
     if let Some(listener) = listener {
         listener.abort();
@@ -259,162 +319,186 @@ async fn listen(db: DatabaseConnection, notified: Arc<Notify>) {
     }
 }
 
-async fn keep_lease(s: &Shared, renewed: &mut Option<Instant>) -> Result<bool, DbErr> {
-    if renewed.is_some_and(|at| at.elapsed() < RENEW_EVERY) {
-        return Ok(true);
+async fn scalar<T: sea_orm::TryGetable>(
+    db: &DatabaseConnection,
+    stmt: Statement,
+    col: &str,
+) -> Result<Option<T>, DbErr> {
+    match db.query_one_raw(stmt).await? {
+        Some(row) => row.try_get("", col),
+        None => Ok(None),
     }
+}
+
+/// How far the relay got, as recorded in the database.
+async fn progress(db: &DatabaseConnection) -> Result<i64, DbErr> {
+    let stmt = Statement::from_string(db.get_database_backend(), sql::PROGRESS);
+    Ok(scalar::<Option<i64>>(db, stmt, "seq")
+        .await?
+        .flatten()
+        .unwrap_or(0))
+}
+
+/// The last id recorded so far.
+async fn head(db: &DatabaseConnection) -> Result<i64, DbErr> {
+    let stmt = Statement::from_string(db.get_database_backend(), sql::HEAD);
+    Ok(scalar::<i64>(db, stmt, "head").await?.unwrap_or(0))
+}
+
+/// PostgreSQL's snapshot bound `query` (`XMAX_PG` or `XMIN_PG`) as a number.
+async fn xid(db: &DatabaseConnection, query: &str) -> Result<u64, DbErr> {
+    let stmt = Statement::from_string(DbBackend::Postgres, query);
+    let text = scalar::<String>(db, stmt, "x").await?.unwrap_or_default();
+    Ok(text.parse().unwrap_or(0))
+}
+
+/// Updates the backlog figures: changes after `done`, and how old the first is.
+async fn backlog(s: &Shared, done: i64) -> Result<(), DbErr> {
     let backend = s.db.get_database_backend();
-    let now = unix_ms() as i64;
-    let until = now + LEASE.as_millis() as i64;
-    let result =
-        s.db.execute_raw(Statement::from_sql_and_values(
+    let row =
+        s.db.query_one_raw(Statement::from_sql_and_values(
             backend,
-            sql::LEASE.get(backend),
-            [s.me.clone().into(), until.into(), now.into()],
-        ))
-        .await;
-    let held = match result {
-        Ok(r) => r.rows_affected() == 1,
-        Err(err) => {
-            *renewed = None;
-            return Err(err);
-        }
-    };
-    *renewed = held.then(Instant::now);
-    Ok(held)
-}
-
-/// A route whose log is ahead of the relay.
-struct Behind {
-    route: String,
-    head: i64,
-    done: i64,
-}
-
-async fn behind(db: &DatabaseConnection) -> Result<Vec<Behind>, DbErr> {
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            sql::BEHIND,
+            sql::BACKLOG.get(backend),
+            [done.into()],
         ))
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Behind {
-                route: r.try_get("", "route")?,
-                head: r.try_get("", "head")?,
-                done: r.try_get("", "done")?,
-            })
-        })
-        .collect()
+    let (n, first) = match row {
+        Some(row) => (
+            row.try_get::<i64>("", "n")?,
+            row.try_get::<Option<i64>>("", "first")?,
+        ),
+        None => (0, None),
+    };
+    let mut status = s.status.lock().expect("status lock");
+    status.backlog = n.max(0) as u64;
+    status.oldest = first.map(age);
+    Ok(())
 }
 
-/// Updates the status without relaying (a node without the lease).
+/// Updates the status without relaying (a node without the lock).
 async fn measure(s: &Shared) -> Result<(), DbErr> {
-    let routes = behind(&s.db).await?;
-    let backend = s.db.get_database_backend();
-    let mut oldest = None;
-    for b in routes.iter().take(16) {
-        let row =
-            s.db.query_one_raw(Statement::from_sql_and_values(
-                backend,
-                sql::FIRST_AT.get(backend),
-                [b.route.clone().into(), (b.done + 1).into()],
-            ))
-            .await?;
-        if let Some(row) = row {
-            let at: i64 = row.try_get("", "at_ms")?;
-            oldest = oldest.max(Some(age(at)));
-        }
-    }
-    let mut status = s.status.lock().expect("status lock");
-    status.backlog = routes.iter().map(|b| (b.head - b.done) as u64).sum();
-    status.oldest = oldest;
-    Ok(())
+    let done = progress(&s.db).await?;
+    backlog(s, done).await
 }
 
 fn age(at_ms: i64) -> Duration {
     Duration::from_millis((unix_ms() as i64 - at_ms).max(0) as u64)
 }
 
-/// Relays the next changes of every route that is behind. True if more are waiting.
-async fn step(s: &Shared, epoch: &mut Option<String>) -> Result<bool, RelayError> {
+/// Relays the next changes, in id order, one broker call per run of one route.
+///
+/// Ids are taken when a change is recorded, not when it commits, so on PostgreSQL a
+/// later id can be visible while an earlier one's transaction is still open. The relay
+/// stops at such a hole and waits until every transaction that was running when it first
+/// saw the hole has ended (the oldest running transaction is past that moment's `xmax`);
+/// if the id is still missing then, it was rolled back, and the relay passes it. (SQLite
+/// writes one transaction at a time and gives rolled-back ids out again: no holes.)
+async fn step(s: &Shared, c: &mut Cursor) -> Result<Next, RelayError> {
     let backend = s.db.get_database_backend();
-    if epoch.is_none() {
-        let row =
-            s.db.query_one_raw(Statement::from_string(backend, sql::EPOCH))
-                .await?;
-        *epoch = Some(match row {
-            Some(row) => row.try_get("", "value")?,
-            None => String::new(),
-        });
+    if c.epoch.is_none() {
+        let stmt = Statement::from_string(backend, sql::EPOCH);
+        c.epoch = Some(
+            scalar::<String>(&s.db, stmt, "value")
+                .await?
+                .unwrap_or_default(),
+        );
     }
-    let epoch = epoch.as_deref().unwrap_or_default();
-    let routes = behind(&s.db).await?;
-    let mut more = false;
-    let mut backlog = 0;
-    let mut oldest = None;
-    let mut lag = None;
-    for b in &routes {
-        let rows =
-            s.db.query_all_raw(Statement::from_sql_and_values(
-                backend,
-                sql::NEXT.get(backend),
-                [b.route.clone().into(), b.done.into(), BATCH.into()],
-            ))
-            .await?;
-        let mut messages = Vec::with_capacity(rows.len() + 1);
-        let mut expected = b.done + 1;
-        let mut last = (b.head, unix_ms() as i64);
-        for row in &rows {
-            let (seq, at, message) = change(row, epoch)?;
-            if seq != expected {
-                // Rows missing from the log (deleted by hand): subscribers must reload.
-                tracing::error!(route = %b.route, from = expected, to = seq - 1,
-                    "change log: changes missing; telling subscribers to reload");
-                messages.push(Message::Gap);
+    let done = match c.done {
+        Some(done) => done,
+        None => {
+            let done = progress(&s.db).await?;
+            c.marked = done;
+            *c.done.insert(done)
+        }
+    };
+    // Checked before reading, so a transaction that commits in between is read below.
+    let hole_over = match c.hole {
+        Some((_, xmax)) => xid(&s.db, sql::XMIN_PG).await? >= xmax,
+        None => false,
+    };
+    let rows =
+        s.db.query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql::NEXT.get(backend),
+            [done.into(), BATCH.into()],
+        ))
+        .await?;
+    let epoch = c.epoch.as_deref().unwrap_or_default();
+    let mut runs: Vec<(String, Vec<Message>)> = Vec::new();
+    let mut last = done;
+    let mut last_at = None;
+    let mut blocked = false;
+    for row in &rows {
+        let id: i64 = row.try_get("", "id")?;
+        if id != last + 1 && backend == DbBackend::Postgres {
+            match c.hole {
+                Some((missing, _)) if missing == last + 1 && hole_over => {
+                    tracing::debug!(from = last + 1, to = id - 1, "change log: ids rolled back");
+                }
+                Some((missing, _)) if missing == last + 1 => {
+                    blocked = true;
+                    break;
+                }
+                _ => {
+                    c.hole = Some((last + 1, xid(&s.db, sql::XMAX_PG).await?));
+                    blocked = true;
+                    break;
+                }
             }
-            if oldest.is_none() {
-                oldest = Some(age(at));
+        }
+        c.hole = None;
+        let (route, at, message) = change(row, epoch)?;
+        if let Some(message) = message {
+            match runs.last_mut() {
+                Some((r, messages)) if *r == route => messages.push(message),
+                _ => runs.push((route, vec![message])),
             }
-            messages.extend(message);
-            expected = seq + 1;
-            last = (seq, at);
         }
-        if rows.is_empty() {
-            tracing::error!(route = %b.route, "change log: changes missing; telling subscribers to reload");
-            messages.push(Message::Gap);
-        }
-        if !messages.is_empty() {
-            s.broker.publish_many(&b.route, messages).await?;
-        }
+        last = id;
+        last_at = Some(at);
+    }
+    for (route, messages) in runs {
+        s.broker.publish_many(&route, messages).await?;
+    }
+    c.done = Some(last);
+    let caught_up = !blocked && (rows.len() as i64) < BATCH;
+    if last > c.marked && (caught_up || c.marked_at.is_none_or(|t| t.elapsed() > MARK_EVERY)) {
         s.db.execute_raw(Statement::from_sql_and_values(
             backend,
             sql::MARK.get(backend),
-            [
-                b.route.clone().into(),
-                last.0.into(),
-                (unix_ms() as i64).into(),
-            ],
+            [last.into(), (unix_ms() as i64).into()],
         ))
         .await?;
-        lag = lag.max(Some(age(last.1)));
-        backlog += (b.head - last.0).max(0) as u64;
-        more |= last.0 < b.head;
+        c.marked = last;
+        c.marked_at = Some(Instant::now());
     }
-    let mut status = s.status.lock().expect("status lock");
-    status.backlog = backlog;
-    status.oldest = if more { oldest } else { None };
-    if lag.is_some() {
-        status.lag = lag;
+    {
+        let mut status = s.status.lock().expect("status lock");
+        if let Some(at) = last_at {
+            status.lag = Some(age(at));
+        }
+        if caught_up {
+            status.backlog = 0;
+            status.oldest = None;
+        }
     }
-    Ok(more)
+    if !caught_up {
+        backlog(s, last).await?;
+    }
+    Ok(if blocked {
+        Next::Soon
+    } else if caught_up {
+        Next::Idle
+    } else {
+        Next::More
+    })
 }
 
-/// One log row as a message: its sequence, when it was recorded, and the change (none if
+/// One log row as a message: its route, when it was recorded, and the change (none if
 /// the row cannot be read, which is logged).
-fn change(row: &QueryResult, epoch: &str) -> Result<(i64, i64, Option<Message>), DbErr> {
-    let seq: i64 = row.try_get("", "seq")?;
+fn change(row: &QueryResult, epoch: &str) -> Result<(String, i64, Option<Message>), DbErr> {
+    let id: i64 = row.try_get("", "id")?;
+    let route: String = row.try_get("", "route")?;
     let at: i64 = row.try_get("", "at_ms")?;
     let kind: String = row.try_get("", "kind")?;
     let state = |col: &str| -> Result<Option<Map<String, Value>>, DbErr> {
@@ -426,27 +510,27 @@ fn change(row: &QueryResult, epoch: &str) -> Result<(i64, i64, Option<Message>),
         "updated" => ChangeKind::Updated,
         "deleted" => ChangeKind::Deleted,
         other => {
-            tracing::error!(seq, kind = other, "change log: unknown kind; skipped");
-            return Ok((seq, at, None));
+            tracing::error!(id, kind = other, "change log: unknown kind; skipped");
+            return Ok((route, at, None));
         }
     };
     let message = Message::Change {
         kind,
         old: state("old")?,
         new: state("new")?,
-        id: Some(Arc::from(format!("{epoch}.{seq}"))),
-        version: Some(seq as u64),
+        id: Some(Arc::from(format!("{epoch}.{id}"))),
+        version: Some(id as u64),
     };
-    Ok((seq, at, Some(message)))
+    Ok((route, at, Some(message)))
 }
 
-async fn prune(db: &DatabaseConnection) -> Result<(), DbErr> {
+async fn prune(db: &DatabaseConnection, relayed: i64) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
     let before = unix_ms() as i64 - KEEP.as_millis() as i64;
     db.execute_raw(Statement::from_sql_and_values(
         backend,
         sql::PRUNE.get(backend),
-        [before.into()],
+        [relayed.into(), before.into()],
     ))
     .await
     .map(|_| ())

@@ -13,7 +13,6 @@ CREATE OR REPLACE FUNCTION dragon_log_change() RETURNS trigger LANGUAGE plpgsql 
 DECLARE
   old_j jsonb;
   new_j jsonb;
-  s bigint;
 BEGIN
   IF current_setting('dragon.orm', true) = 'on' THEN
     RETURN NULL;
@@ -29,14 +28,12 @@ BEGIN
   IF TG_OP = 'UPDATE' AND old_j = new_j THEN
     RETURN NULL;
   END IF;
-  INSERT INTO dragon_change_seq (route, seq) VALUES (TG_ARGV[0], 1)
-    ON CONFLICT (route) DO UPDATE SET seq = dragon_change_seq.seq + 1 RETURNING seq INTO s;
-  INSERT INTO dragon_changes (route, seq, kind, old, new, at_ms) VALUES (
-    TG_ARGV[0], s,
+  INSERT INTO dragon_changes (route, kind, old, new, at_ms) VALUES (
+    TG_ARGV[0],
     CASE TG_OP WHEN 'INSERT' THEN 'created' WHEN 'UPDATE' THEN 'updated' ELSE 'deleted' END,
     old_j::text, new_j::text,
     (extract(epoch FROM clock_timestamp()) * 1000)::bigint);
-  PERFORM pg_notify('dragon_changes', TG_ARGV[0]);
+  PERFORM pg_notify('dragon_changes', '');
   RETURN NULL;
 END
 $$"#;

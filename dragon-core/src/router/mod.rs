@@ -2,6 +2,7 @@
 //! subscriptions; implement [`Router`] for custom verbs (chat, likes, anything).
 
 mod model;
+mod rules;
 mod validate;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use crate::presence::session::Session;
 use crate::protocol::{Output, Reply, RequestId};
 
 pub use model::ModelRouter;
+pub use rules::{RowRule, Rule, Verb};
 pub use validate::Validator;
 
 /// A named set of verbs, served at `route`.
@@ -50,6 +52,9 @@ pub trait Router: Send + Sync + 'static {
 
 type SubEntry = (Arc<str>, SubKey);
 
+/// A server's routers by route name.
+pub(crate) type Routers = Arc<HashMap<String, Arc<dyn Router>>>;
+
 /// One connection's state shared by its request tasks.
 pub struct Conn {
     /// Shared, not copied, by everything that names the connection (presence members).
@@ -64,6 +69,8 @@ pub struct Conn {
     max_subs: usize,
     /// The presence keys it joined or watches.
     pub(crate) presence: Session,
+    /// Routes' row rules compiled for the current user.
+    pub(crate) rules: rules::Compiled,
 }
 
 impl Conn {
@@ -82,6 +89,7 @@ impl Conn {
             next_sub: AtomicU64::new(1),
             max_subs: limits.max_subscriptions,
             presence: Session::new(limits.max_presence_keys, limits.presence_updates_per_second),
+            rules: rules::Compiled::default(),
         }
     }
 
@@ -125,6 +133,7 @@ impl Conn {
 pub struct Ctx {
     pub(crate) conn: Arc<Conn>,
     pub(crate) hub: Arc<Hub>,
+    pub(crate) routers: Routers,
     pub(crate) request_id: Option<RequestId>,
     /// The request's place among its connection's requests (they run concurrently).
     pub(crate) seq: u64,
@@ -135,12 +144,14 @@ impl Ctx {
     pub(crate) fn new(
         conn: Arc<Conn>,
         hub: Arc<Hub>,
+        routers: Routers,
         request_id: Option<RequestId>,
         seq: u64,
     ) -> Self {
         Ctx {
             conn,
             hub,
+            routers,
             request_id,
             seq,
             replied: AtomicBool::new(false),
@@ -174,6 +185,30 @@ impl Ctx {
             .outbox
             .send(Outbound::Text(Utf8Bytes::from(reply.to_json())));
         self.replied.store(true, Ordering::Release);
+    }
+
+    /// Whether the caller may see object `id` of `route`: what its `get_single` answers for
+    /// them, with every rule of that route. `Ok(false)` for objects that are missing or
+    /// not theirs to see (the two are never told apart); an error for other failures. A
+    /// route this server does not serve is an error.
+    pub async fn can_see(&self, route: &str, id: &Value) -> Result<bool, Error> {
+        let router = self
+            .routers
+            .get(route)
+            .ok_or_else(|| Error::Internal(format!("no router serves {route:?}")))?;
+        let inner = Ctx::new(
+            self.conn.clone(),
+            self.hub.clone(),
+            self.routers.clone(),
+            None,
+            self.seq,
+        );
+        match router.call(&inner, "get_single", json!({ "id": id })).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound | Error::Forbidden(_) | Error::Unauthenticated) => Ok(false),
+            Err(Error::BadRequest(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Publishes a custom event on `route` to every matching subscriber on every node.

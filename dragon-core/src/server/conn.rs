@@ -302,6 +302,7 @@ fn handle_text(
         let ctx = Ctx::new(
             conn.clone(),
             dragon.inner.hub.clone(),
+            dragon.inner.routers.clone(),
             Some(id.clone()),
             seq,
         );

@@ -38,6 +38,7 @@ pub(super) async fn call(
                 .write()
                 .expect("user lock")
                 .replace(user.clone());
+            ctx.conn.rules.clear();
             if previous.is_some_and(|p| p != user) {
                 // Subscriptions were scoped for the previous user: end them, so nothing
                 // they let through reaches the new one (clients subscribe again).

@@ -75,7 +75,7 @@ pub trait Authenticator: Send + Sync + 'static {
 struct Inner {
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
-    routers: HashMap<String, Arc<dyn Router>>,
+    routers: crate::router::Routers,
     limits: Limits,
     auth: Option<Arc<dyn Authenticator>>,
     require_auth: bool,
@@ -236,7 +236,7 @@ impl Builder {
             inner: Arc::new(Inner {
                 hub: Hub::start(broker.clone()),
                 broker,
-                routers,
+                routers: Arc::new(routers),
                 limits: self.limits,
                 auth: self.auth,
                 require_auth: self.require_auth,
@@ -337,7 +337,7 @@ impl Dragon {
             tracing::warn!("shutting down with requests still under way");
         }
         // What those requests committed is in the change log: see it relayed (by this node
-        // or the lease holder), then give the lease up so another node takes over at once.
+        // or the active relay elsewhere), then let its lock go so another node takes over.
         self.inner.relays.drain(left()).await;
         let drained = async {
             while publish::pending_retries() > 0 {
@@ -370,7 +370,7 @@ impl Dragon {
     /// Runs every router's [`Router::check_services`] (e.g. a SQLite database opened
     /// without Dragon's functions); `serve` does this before it serves.
     pub async fn check_services(&self) -> Result<(), BuildError> {
-        for (route, router) in &self.inner.routers {
+        for (route, router) in self.inner.routers.iter() {
             router
                 .check_services()
                 .await

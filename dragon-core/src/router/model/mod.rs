@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 
 mod read;
 
+use super::rules::{RowRule, RowRuleKind, Rule, Verb, VerbRules};
 use super::validate::Validator;
 use super::{Ctx, Router};
 use crate::error::{Error, FieldErrors, arg};
@@ -49,9 +50,12 @@ pub struct ModelRouter<M> {
     defaults: HashSet<String>,
     server_set: Vec<(String, ServerSet)>,
     validators: Vec<(String, Validator)>,
-    references: Vec<(String, Exists)>,
+    references: Vec<Reference>,
     scope: Option<Scope>,
     authorize: Option<Authorize>,
+    verb_rules: VerbRules,
+    readable: Option<RowRule>,
+    writable_rows: Option<RowRule>,
     max_snapshot: usize,
     presence: Option<Presence>,
     _model: PhantomData<fn() -> M>,
@@ -133,6 +137,9 @@ where
             references: Vec::new(),
             scope: None,
             authorize: None,
+            verb_rules: VerbRules::default(),
+            readable: None,
+            writable_rows: None,
             max_snapshot: DEFAULT_MAX_SNAPSHOT,
             presence: None,
             _model: PhantomData,
@@ -217,11 +224,14 @@ where
         self
     }
 
-    /// The field must hold the id of an existing row of `R`.
+    /// The field must hold the id of a row of `R` the caller may see: if this server serves
+    /// `R`'s route, with every rule of that route for the caller (as its `get_single` would
+    /// answer), else a row that exists. A row that is missing and one the caller may not see
+    /// get the same `validation` error, so ids cannot be probed.
     #[track_caller]
     pub fn references<R: EntityTrait>(mut self, name: &str) -> Self
     where
-        R::Model: FromQueryResult + Sync,
+        R::Model: FromQueryResult + crate::model::Publish + Sync,
     {
         self.declared([name], "reference");
         let exists: Exists = Arc::new(|db, value| {
@@ -242,7 +252,11 @@ where
                 Ok(n > 0)
             })
         });
-        self.references.push((name.to_owned(), exists));
+        self.references.push(Reference {
+            field: name.to_owned(),
+            route: <R::Model as crate::model::Publish>::ROUTE,
+            exists,
+        });
         self
     }
 
@@ -254,6 +268,48 @@ where
         scope: impl Fn(&Ctx) -> Result<Value, Error> + Send + Sync + 'static,
     ) -> Self {
         self.scope = Some(Arc::new(scope));
+        self
+    }
+
+    /// Who may use `verbs`. Once a route declares any rule, every verb without one is
+    /// refused (`unauthenticated` to anonymous callers, `forbidden` to users): deny by
+    /// default. `unsubscribe` is always allowed.
+    ///
+    /// ```ignore
+    /// router
+    ///     .permit(&Verb::READ, Rule::Anyone)
+    ///     .permit(&Verb::WRITE, Rule::user(|u| u["staff"] == true))
+    /// ```
+    pub fn permit(mut self, verbs: &[Verb], rule: Rule) -> Self {
+        self.verb_rules.permit(verbs, rule);
+        self
+    }
+
+    /// The rows a user may read: a filter (JSON, as clients write them, over any published
+    /// field) built from the user, e.g. `|u| Ok(json!({"owner_id": u?["id"]}))`. Compiled
+    /// once per connection and user, and applied to `get_list`, `get_single`, every
+    /// subscription and so every live event, replay and coalesced frame, presence keys and
+    /// references. A row that leaves a subscriber's readable set reaches it as `deleted` with
+    /// the last state it was allowed to see. Return `Err(Error::Unauthenticated)` (or
+    /// `Forbidden`) to refuse a user outright. The fields must be published (to hide a
+    /// column's value, publish another column derived from it).
+    pub fn readable_by(
+        mut self,
+        rule: impl Fn(Option<&Value>) -> Result<Value, Error> + Send + Sync + 'static,
+    ) -> Self {
+        self.readable = Some(Arc::new(rule));
+        self
+    }
+
+    /// The rows a user may write: checked on the stored row before an update or delete
+    /// (`forbidden` if it does not match) and on the row after a create or update (the
+    /// write is rolled back if it does not). Rows outside the readable set are `not_found`
+    /// first.
+    pub fn writable_by(
+        mut self,
+        rule: impl Fn(Option<&Value>) -> Result<Value, Error> + Send + Sync + 'static,
+    ) -> Self {
+        self.writable_rows = Some(Arc::new(rule));
         self
     }
 
@@ -351,16 +407,33 @@ where
         self.db.get_database_backend()
     }
 
+    /// What the caller may read: the route's scope and its readable rule for the user.
     fn scope_filter(&self, ctx: &Ctx) -> Result<Filter, Error> {
-        match &self.scope {
-            None => Ok(Filter::all()),
-            Some(scope) => {
-                let value = scope(ctx)?;
-                Filter::parse(Some(&value), &self.scope_schema).map_err(|e| {
-                    Error::Internal(format!("the scope of {:?} is invalid: {e}", M::ROUTE))
-                })
-            }
-        }
+        let scope = match &self.scope {
+            None => Filter::all(),
+            Some(scope) => self.rule_filter(&scope(ctx)?, "scope")?,
+        };
+        Ok(scope.and(self.row_rule(ctx, RowRuleKind::Read)?))
+    }
+
+    /// A row rule compiled for the caller's user (once per connection and user).
+    fn row_rule(&self, ctx: &Ctx, kind: RowRuleKind) -> Result<Filter, Error> {
+        let rule = match kind {
+            RowRuleKind::Read => &self.readable,
+            RowRuleKind::Write => &self.writable_rows,
+        };
+        let Some(rule) = rule else {
+            return Ok(Filter::all());
+        };
+        ctx.conn.rules.get_or_compile(M::ROUTE, kind, || {
+            let user = ctx.user();
+            self.rule_filter(&rule(user.as_ref())?, "row rule")
+        })
+    }
+
+    fn rule_filter(&self, value: &Value, what: &str) -> Result<Filter, Error> {
+        Filter::parse(Some(value), &self.scope_schema)
+            .map_err(|e| Error::Internal(format!("the {what} of {:?} is invalid: {e}", M::ROUTE)))
     }
 
     /// The client's filter with the router's scope forced on.
@@ -464,9 +537,11 @@ where
         for (name, value) in &self.server_set {
             object.insert(name.clone(), value(ctx));
         }
-        let scope = self.scope_filter(ctx)?;
+        let scope = self
+            .scope_filter(ctx)?
+            .and(self.row_rule(ctx, RowRuleKind::Write)?);
         Self::refuse_outside(&scope, &object)?;
-        check_references(&self.references, &self.db, data).await?;
+        check_references(ctx, &self.references, &self.db, data).await?;
         let am = ActiveOf::<M>::from_json(Value::Object(object)).map_err(|e| {
             // Client data was checked field by field; a missing field is the router's
             // mistake (a required column no one sets), not the client's.
@@ -491,10 +566,11 @@ where
         let by_id = self.id_filter(ctx, &args)?;
         let data = Self::data_arg(&args)?.clone();
         self.check_data(&data, false).await?;
-        let scope = self.scope_filter(ctx)?;
+        let write_rule = self.row_rule(ctx, RowRuleKind::Write)?;
+        let scope = self.scope_filter(ctx)?.and(write_rule.clone());
         // Fields the data leaves alone keep the row in scope (it was found through it).
         Self::refuse_outside(&scope, &data)?;
-        check_references(&self.references, &self.db, &data).await?;
+        check_references(ctx, &self.references, &self.db, &data).await?;
         let cond = self.condition(&by_id);
         let model = run(ctx, &self.db, move |txn| {
             Box::pin(async move {
@@ -502,6 +578,7 @@ where
                     .one(txn)
                     .await?
                     .ok_or(Error::NotFound)?;
+                writable(&write_rule, &old)?;
                 let mut merged = serde_json::to_value(&old)?;
                 let obj = merged
                     .as_object_mut()
@@ -534,12 +611,14 @@ where
         let by_id = self.id_filter(ctx, &args)?;
         let id = arg(&args, "id")?.clone();
         let cond = self.condition(&by_id);
+        let write_rule = self.row_rule(ctx, RowRuleKind::Write)?;
         run(ctx, &self.db, move |txn| {
             Box::pin(async move {
                 let row = locked(M::Entity::find().filter(cond), txn)
                     .one(txn)
                     .await?
                     .ok_or(Error::NotFound)?;
+                writable(&write_rule, &row)?;
                 with_known_state(&row, row.clone().delete(txn)).await?;
                 Ok(())
             })
@@ -549,19 +628,33 @@ where
     }
 }
 
-/// `validation` errors for referenced rows that do not exist.
+/// A field holding the id of another route's object.
+struct Reference {
+    field: String,
+    route: &'static str,
+    exists: Exists,
+}
+
+/// `validation` errors for referenced rows that do not exist or the caller may not see.
 async fn check_references(
-    references: &[(String, Exists)],
+    ctx: &Ctx,
+    references: &[Reference],
     db: &DatabaseConnection,
     data: &Map<String, Value>,
 ) -> Result<(), Error> {
     let mut errors = FieldErrors::new();
-    for (name, exists) in references {
-        if let Some(value) = data.get(name).filter(|v| !v.is_null())
-            && !exists(db.clone(), value.clone()).await?
-        {
+    for r in references {
+        let Some(value) = data.get(&r.field).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let ok = if ctx.routers.contains_key(r.route) {
+            ctx.can_see(r.route, value).await?
+        } else {
+            (r.exists)(db.clone(), value.clone()).await?
+        };
+        if !ok {
             errors
-                .entry(name.clone())
+                .entry(r.field.clone())
                 .or_default()
                 .push("does not exist".into());
         }
@@ -585,6 +678,15 @@ fn locked<E: EntityTrait>(
         query.lock_exclusive()
     } else {
         query
+    }
+}
+
+/// `forbidden` unless the stored row matches the caller's write rule.
+fn writable<M: crate::model::Publish>(rule: &Filter, row: &M) -> Result<(), Error> {
+    if rule.matches(&row.to_published()) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("you may not change this object".into()))
     }
 }
 
@@ -651,7 +753,7 @@ where
         );
         let log = sea_orm::Statement::from_string(
             self.backend(),
-            "SELECT COUNT(*) AS n FROM dragon_change_seq",
+            "SELECT COUNT(*) AS n FROM dragon_relayed",
         );
         if sea_orm::ConnectionTrait::query_one_raw(&self.db, log)
             .await
@@ -678,6 +780,7 @@ where
     }
 
     async fn call(&self, ctx: &Ctx, verb: &str, args: Value) -> Result<Output, Error> {
+        self.verb_rules.check(verb, ctx.user().as_ref())?;
         if let Some(authorize) = &self.authorize {
             authorize(ctx, verb)?;
         }
