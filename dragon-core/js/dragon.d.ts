@@ -14,7 +14,20 @@
 //   are re-established with `since` = the last position seen (the server picks a new sub id).
 //   If the server cannot replay (`recovered: false`) or sends a `resync` frame, the client emits
 //   'resync' and the subscription's handler gets `{event: 'resync', ...}`; a LiveList reloads
-//   itself from a fresh snapshot. Close codes 4001 and 1008 stop reconnecting.
+//   itself from a fresh snapshot.
+// - Close codes: 4001 (authentication required) and 1008 (origin policy) stop reconnecting
+//   (error codes `unauthenticated` / `forbidden`). 4003 (token expired: no new token came
+//   through `auth()` within the server's grace period) stops it too, with `token_expired`,
+//   unless the `token` option is a function: then the client reconnects with backoff and the
+//   function gives the fresh token. 1013 (the server's authentication backend failed, try
+//   again later) is retried like any other drop.
+// - Revoked access: the server ends subscriptions with an `error` event frame
+//   `{event: 'error', route, subs, data: {code: 'forbidden', message: 'access revoked'}}`. The
+//   listed subscriptions end (`active` false, `error` set; not re-established on reconnect, no
+//   unsubscribe needed), their handlers get the frame plus `error` (see SubscriptionEndedEvent),
+//   the client emits 'error' (a RevokedError) and sets `user` to null (the server dropped the
+//   connection's user until auth() again). A LiveList on such a subscription empties, calls
+//   onChange once with [], closes, sets `error` and rejects `ready` if that was still pending.
 // - Change events may carry `version` (per object, higher = newer; delivery is at least once).
 //   Subscription handlers get every frame as sent; a LiveList ignores repeated or older versions.
 // - Presence handles (client.presence / watchPresence) join or watch again after every
@@ -26,11 +39,14 @@ export type Id = number | string;
 /** A filter object (PROTOCOL.md section 4): `{field: value}`, `{field__op: value}`, `$or`, `$not`. */
 export type Filter = { [key: string]: unknown; $or?: Filter[]; $not?: Filter };
 
-/** Stable error codes from the protocol plus the client's own `timeout` and `disconnected`. */
+/**
+ * Stable error codes from the protocol plus the client's own `timeout`, `disconnected` and
+ * `token_expired` (the server closed with 4003 and there is no token function to get a new one).
+ */
 export type ErrorCode =
   | 'bad_request' | 'unknown_route' | 'unknown_verb' | 'not_found' | 'validation'
   | 'unauthenticated' | 'forbidden' | 'conflict' | 'rate_limited' | 'internal' | 'unavailable'
-  | 'timeout' | 'disconnected'
+  | 'timeout' | 'disconnected' | 'token_expired'
   | (string & {});
 
 export class DragonError extends Error {
@@ -41,6 +57,19 @@ export class DragonError extends Error {
   /** the protocol's `details` (for `validation`: `{field: ["message", ...]}`), or null */
   details: any;
   static from(error: { code?: string; message?: string; details?: unknown } | null | undefined): DragonError;
+}
+
+/**
+ * The client 'error' event for an `error` event frame (access revoked): code and message from
+ * the frame's `data` (`forbidden`, `access revoked`), plus which subscriptions ended.
+ */
+export interface RevokedError extends DragonError {
+  /** the frame's route */
+  route: string;
+  /** the subscription ids the frame listed */
+  subs: string[];
+  /** this client's Subscription handles that ended (listed ids it no longer knew are left out) */
+  subscriptions: Subscription[];
 }
 
 export interface BackoffOptions {
@@ -56,11 +85,21 @@ export interface BackoffOptions {
   maxAttempts?: number;
 }
 
+/** A token, or a function giving the current one before every (re)connection. */
+export type TokenOption = string | (() => string | null | undefined | Promise<string | null | undefined>);
+
 export interface DragonOptions {
   /** WebSocket URL; default: this page's origin with ws:/wss: + `/ws`. Relative paths resolve against the page. */
   url?: string;
-  /** auth token, sent as `?token=` on every (re)connection */
-  token?: string;
+  /**
+   * Auth token, sent as `?token=` on every (re)connection. Or a function returning the current
+   * token (or a promise of it; null/undefined: connect anonymously), called before every
+   * (re)connection, e.g. to fetch a fresh one from a refresh endpoint; with a function, a close
+   * 4003 (token expired) reconnects instead of being final. A function that throws, rejects or
+   * does not settle within `timeout` counts as a failed attempt: an 'error' event, then backoff
+   * and retry. `auth(token)` replaces it with that string.
+   */
+  token?: TokenOption;
   /** WebSocket constructor (e.g. the `ws` package in node); default globalThis.WebSocket */
   WebSocket?: any;
   /** default per-call timeout in ms (default 10000); calls reject with code `timeout` */
@@ -107,7 +146,7 @@ export interface ListResult<T = any> {
 
 /** An event frame (PROTOCOL.md section 5). */
 export interface EventFrame<T = any> {
-  event: 'created' | 'updated' | 'deleted' | 'resync' | 'hello' | 'presence' | (string & {});
+  event: 'created' | 'updated' | 'deleted' | 'resync' | 'error' | 'hello' | 'presence' | (string & {});
   route?: string;
   /** this connection's subscription ids the event concerns */
   subs?: string[];
@@ -127,12 +166,33 @@ export interface EventFrame<T = any> {
   [key: string]: unknown;
 }
 
-/** Passed to a subscription's handler when re-establishing it after a reconnect was refused (not transient). */
+/**
+ * Passed to a subscription's handler when re-establishing it after a reconnect was refused (not
+ * transient). The subscription stays active (it is tried again after the next reconnect).
+ */
 export interface SubscriptionErrorEvent {
   event: 'error';
   route: string;
   subs: string[];
   error: DragonError;
+}
+
+/**
+ * The `error` event frame: the server ENDED the listed subscriptions (access revoked, e.g. the
+ * user was logged out or lost access to the object). No more events come for them; the client
+ * marks them ended (`active` false, `error` set), does not re-establish them after a reconnect,
+ * and needs no unsubscribe. Handlers get the frame as sent plus `error` (the DragonError made
+ * from `data`). The server also dropped the connection's user: `client.user` becomes null.
+ *
+ *     {"event":"error","route":"todo-item","subs":["s1","s3"],
+ *      "data":{"code":"forbidden","message":"access revoked"}}
+ */
+export interface SubscriptionEndedEvent {
+  event: 'error';
+  route: string;
+  subs: string[];
+  data: { code: ErrorCode; message: string; details?: unknown };
+  error: RevokedError;
 }
 
 /** Passed to a subscription's handler when it must reload (recovered:false or a server resync). */
@@ -167,7 +227,7 @@ export interface SubscribeOptions<T = any> extends CallOptions {
 }
 
 /** Gets every frame of the subscription as the server sent it (`version` included; repeats are not filtered). */
-export type EventHandler<T = any> = (frame: EventFrame<T> | ResyncEvent | SubscriptionErrorEvent, subscription: Subscription<T>) => void;
+export type EventHandler<T = any> = (frame: EventFrame<T> | ResyncEvent | SubscriptionErrorEvent | SubscriptionEndedEvent, subscription: Subscription<T>) => void;
 
 export class Subscription<T = any> {
   readonly route: string;
@@ -180,18 +240,25 @@ export class Subscription<T = any> {
   readonly position: string | null;
   /** the snapshot rows of the latest subscription made with snapshot: true */
   readonly items: T[] | undefined;
+  /**
+   * true while live; false after unsubscribe(), or once the server ended it (an `error` event
+   * frame, see SubscriptionEndedEvent: then `error` is set). Ended subscriptions are not
+   * re-established after a reconnect.
+   */
   readonly active: boolean;
-  /** stop receiving events */
+  /** why the server ended it (code `forbidden` when access was revoked), or null */
+  readonly error: RevokedError | null;
+  /** stop receiving events (resolves at once, sending nothing, if it has ended already) */
   unsubscribe(): Promise<void>;
-  /** drop the server subscription and subscribe again with a fresh snapshot; resolves to the rows */
+  /** drop the server subscription and subscribe again with a fresh snapshot; resolves to the rows (rejects with `error` once ended) */
   reload(): Promise<T[]>;
 }
 
 export interface LiveListOptions<T = any> {
   /** field names, `-` prefix for descending; ties break by id */
   order_by?: string[] | string;
-  /** called with the new items on every change */
-  onChange?: (items: T[], change: EventFrame<T> | { event: 'snapshot' }) => void;
+  /** called with the new items on every change (see LiveList.onChange) */
+  onChange?: (items: T[], change: EventFrame<T> | SubscriptionEndedEvent | { event: 'snapshot' }) => void;
   /** primary key field (default `id`) */
   key?: string;
   /**
@@ -209,6 +276,11 @@ export interface LiveListOptions<T = any> {
  * So repeated deliveries apply once and the list never goes back to an older state. This
  * bookkeeping starts over with every snapshot (first load, reload(), resync). Events without
  * `version` are applied as they come.
+ *
+ * Revoked access (an `error` event frame ends its subscription): the list empties, onChange is
+ * called once with `[]` and that frame, and the list stops for good (`closed` true, `error`
+ * set, no reload, not re-subscribed after reconnecting); `ready` rejects with the error if it
+ * had not resolved yet. Make a new LiveList once access is back (e.g. after client.auth()).
  */
 export class LiveList<T = any> {
   readonly client: Dragon;
@@ -218,14 +290,22 @@ export class LiveList<T = any> {
   readonly items: T[];
   /** true once the first snapshot arrived */
   readonly loaded: boolean;
-  /** the last error (e.g. the subscribe was refused) or null */
-  readonly error: DragonError | Error | null;
+  /**
+   * the last error or null: the subscribe was refused, a reload failed, or access was revoked
+   * (a RevokedError, code `forbidden`; the list is then empty and closed)
+   */
+  readonly error: DragonError | RevokedError | Error | null;
+  /** true after close(), or once access was revoked */
   readonly closed: boolean;
   readonly subscription: Subscription<T> | null;
-  /** resolves once the first snapshot is in; rejects if the subscribe is refused */
+  /** resolves once the first snapshot is in; rejects if the subscribe is refused or access is revoked before */
   readonly ready: Promise<LiveList<T>>;
-  /** cb on every change (not for ignored repeated or older versions); returns off() */
-  onChange(cb: (items: T[], change: EventFrame<T> | { event: 'snapshot' }) => void): () => void;
+  /**
+   * cb on every change (not for ignored repeated or older versions); change is the event frame,
+   * `{event: 'snapshot'}`, or, once when access is revoked, the `error` frame (items `[]`).
+   * Returns off().
+   */
+  onChange(cb: (items: T[], change: EventFrame<T> | SubscriptionEndedEvent | { event: 'snapshot' }) => void): () => void;
   get(id: Id): T | undefined;
   /** reload from a fresh snapshot */
   reload(): Promise<T[]>;
@@ -333,6 +413,11 @@ export interface PresenceCount extends Omit<Presence, 'onChange' | 'update' | 'r
 export type PresenceWatch<S = Record<string, unknown>, U = any> = Omit<Presence<S, U>, 'update' | 'state'>;
 
 export interface OpenInfo { conn: string | null; user: any; reconnect: boolean }
+/**
+ * The socket's close. Codes with a meaning for the client: 4001 authentication required and
+ * 1008 origin refused (final), 4003 token expired (final unless `token` is a function),
+ * 1013 authentication backend failed (retried); others (1001, 1006, 4008, ...) are retried.
+ */
 export interface CloseInfo { code?: number; reason?: string; wasClean?: boolean }
 export interface ReconnectingInfo { attempt: number; delay: number }
 export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
@@ -340,19 +425,22 @@ export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 
 export class Dragon {
   constructor(options?: DragonOptions);
   readonly url: string;
-  token: string | undefined;
+  /** the `token` option, or the string last accepted by auth() */
+  token: TokenOption | undefined;
   timeout: number;
   readonly state: ConnectionState;
   readonly connected: boolean;
   /** from the server's hello */
   readonly conn: string | null;
+  /** the hello's user, or what auth() resolved to; null again when access is revoked (`error` event frame) */
   readonly user: any;
   readonly protocol: number | null;
 
   on(event: 'open', cb: (info: OpenInfo) => void): () => void;
   on(event: 'close', cb: (info: CloseInfo) => void): () => void;
   on(event: 'reconnecting', cb: (info: ReconnectingInfo) => void): () => void;
-  on(event: 'error', cb: (error: DragonError | Error) => void): () => void;
+  /** errors; for an `error` event frame (access revoked) a RevokedError (code `forbidden`, with route, subs, subscriptions) */
+  on(event: 'error', cb: (error: DragonError | RevokedError | Error) => void): () => void;
   on(event: 'resync', cb: (info: ResyncInfo) => void): () => void;
   on(event: 'state', cb: (state: ConnectionState) => void): () => void;
   /** every event frame the server sends */
@@ -392,7 +480,11 @@ export class Dragon {
 
   ping(options?: CallOptions): Promise<{ time: number }>;
   whoami<U = any>(options?: CallOptions): Promise<U | null>;
-  /** authenticate this connection; the token is reused for reconnections */
+  /**
+   * Authenticate this connection (or renew its token before the server closes it with 4003);
+   * once accepted, the token is used for reconnections and replaces the `token` option, a token
+   * function included (which is then no longer called).
+   */
   auth<U = any>(token: string, options?: CallOptions): Promise<U>;
 }
 

@@ -25,7 +25,22 @@
  *   missed meanwhile are replayed. If the server cannot replay (`recovered: false`), or sends a
  *   `resync` frame, the client emits `resync` and calls the subscription's handler with
  *   `{event: 'resync', route, subs, reason}`; liveList reloads itself automatically.
- * - Close codes 4001 (authentication required) and 1008 (policy) stop reconnection.
+ * - Close codes 4001 (authentication required) and 1008 (policy) stop reconnection. 4003 (token
+ *   expired) stops it too, unless the `token` option is a function: then the client reconnects
+ *   (with backoff) and the function gives the fresh token. 1013 (the server's authentication
+ *   backend failed) is retried like any drop.
+ * - `token` may be a string or a function returning a string (or a promise of one; null or
+ *   undefined: anonymous), called before every (re)connection. A function that throws, rejects
+ *   or does not settle within `timeout` counts as a failed connection attempt ('error' event,
+ *   then backoff and retry). auth(token) replaces it with that string.
+ * - Revoked access: the server ends subscriptions with an `error` event frame
+ *   `{event: 'error', route, subs, data: {code, message}}` (code `forbidden`). Each listed
+ *   subscription ends (active = false, `error` set; not re-established after a reconnect, no
+ *   unsubscribe needed), its handler gets the frame (with `error`: the DragonError), the client
+ *   emits 'error' (the DragonError, with `route`, `subs` and `subscriptions`) and sets
+ *   `user = null` (the server dropped the connection's user; auth() again to get it back). A
+ *   liveList on such a subscription empties, calls onChange once with [], stops, and sets
+ *   `error` (`ready` rejects with it if still pending).
  * - Change events may carry `version` (per object, higher = newer). Subscription handlers and
  *   onChannelMessage get every frame as sent, `version` included; liveList ignores a repeated
  *   or older version of an object (also after its deletion) and starts over at each snapshot.
@@ -308,7 +323,10 @@
       this.position = null;
       /** snapshot rows of the latest (re)subscription made with snapshot: true */
       this.items = undefined;
+      /** false after unsubscribe(), or once the server ended it (access revoked: see `error`) */
       this.active = true;
+      /** why the server ended it (a DragonError, code `forbidden` when access was revoked), or null */
+      this.error = null;
       this._established = false;
     }
     /** alias of `id` */
@@ -337,7 +355,7 @@
     reload() {
       var self = this;
       var client = self._client;
-      if (!self.active) return Promise.reject(new DragonError('bad_request', 'subscription is closed'));
+      if (!self.active) return Promise.reject(self.error || new DragonError('bad_request', 'subscription is closed'));
       var old = self.id;
       if (old !== null) {
         client._subById.delete(old);
@@ -351,10 +369,28 @@
 
     _dispatch(frame) {
       if (!this.active) return;
+      this._deliver(frame);
+    }
+
+    _deliver(frame) {
       if (this._onEvent) {
         var client = this._client;
         safeCall(this._onEvent, [frame, this], function (err) { client._emit('error', err); });
       }
+    }
+
+    /**
+     * The server ended this subscription (access revoked): like unsubscribe() without telling
+     * the server (it has dropped it already), so it is not re-established after a reconnect.
+     */
+    _end(err) {
+      this.active = false;
+      this.error = err;
+      var client = this._client;
+      client._subs.delete(this);
+      if (this.id !== null && client._subById.get(this.id) === this) client._subById.delete(this.id);
+      this.id = null;
+      this._establishing = null;
     }
   }
 
@@ -365,7 +401,9 @@
     /**
      * @param {object} [options]
      * @param {string} [options.url] WebSocket URL (default: this page's origin + /ws)
-     * @param {string} [options.token] auth token, sent as ?token=
+     * @param {string|Function} [options.token] auth token, sent as ?token=; or a function
+     *   returning one (or a promise of one; null/undefined: anonymous), called before every
+     *   (re)connection
      * @param {Function} [options.WebSocket] WebSocket constructor (node: require('ws'))
      * @param {number} [options.timeout=10000] default per-call timeout, ms
      * @param {object|Function} [options.backoff] {initial, max, factor, jitter, maxAttempts} or attempt => ms
@@ -400,6 +438,7 @@
       this._attempt = 0;
       this._retryTimer = null;
       this._connectTimer = null;
+      this._opening = null;        // a token function is being awaited: {timer} of this attempt
       this._heartbeatTimer = null;
       this._nextId = 1;
       this._pending = new Map();   // id -> request entry (sent, awaiting reply)
@@ -417,7 +456,7 @@
 
       var self = this;
       // Back online (browser): retry at once instead of waiting for the backoff timer.
-      this._onOnline = function () { if (self._wanted && !self._ws) self._openSocket(); };
+      this._onOnline = function () { if (self._wanted && !self._ws && !self._opening) self._openSocket(); };
       this._onlineHooked = false;
 
       if (o.autoConnect !== false) this.connect();
@@ -479,7 +518,7 @@
         root.addEventListener('online', this._onOnline);
         this._onlineHooked = true;
       }
-      if (this._ws || this._retryTimer) return this.ready();
+      if (this._ws || this._retryTimer || this._opening) return this.ready();
       this._attempt = 0;
       this._openSocket();
       return this.ready();
@@ -489,6 +528,7 @@
     disconnect() {
       this._wanted = false;
       clearTimeout(this._retryTimer); this._retryTimer = null;
+      this._cancelOpening();
       var ws = this._ws;
       this._teardownSocket();
       if (ws) {
@@ -512,10 +552,60 @@
     _openSocket() {
       var self = this;
       clearTimeout(this._retryTimer); this._retryTimer = null;
+      this._cancelOpening();
       this._setState(this._everReady ? 'reconnecting' : 'connecting');
+      var token = this.token;
+      if (typeof token === 'function') {
+        // Ask the app for the current token (it may refresh an expired one). A throw, a
+        // rejection or no answer within the timeout is a failed attempt: backoff and retry.
+        try {
+          token = token.call(null);
+        } catch (err) {
+          this._tokenFailed(err);
+          return;
+        }
+        if (token && typeof token.then === 'function') {
+          var opening = { timer: null };
+          this._opening = opening;
+          var wait = Math.max(this.timeout, 1000);
+          opening.timer = setTimeout(function () {
+            if (self._opening !== opening) return;
+            self._opening = null;
+            self._tokenFailed(new DragonError('timeout', 'the token function did not settle within ' + wait + ' ms'));
+          }, wait);
+          Promise.resolve(token).then(function (t) {
+            if (self._opening !== opening) return; // cancelled (disconnect) or timed out
+            self._cancelOpening();
+            if (self._wanted) self._openSocketWith(t);
+          }, function (err) {
+            if (self._opening !== opening) return;
+            self._cancelOpening();
+            self._tokenFailed(err);
+          });
+          return;
+        }
+      }
+      this._openSocketWith(token);
+    }
+
+    _cancelOpening() {
+      if (!this._opening) return;
+      clearTimeout(this._opening.timer);
+      this._opening = null;
+    }
+
+    /** The token function threw or rejected: report it and count it as a failed attempt. */
+    _tokenFailed(err) {
+      if (!this._wanted) return;
+      this._emit('error', err === undefined || err === null ? new DragonError('unauthenticated', 'the token function failed') : err);
+      this._scheduleReconnect();
+    }
+
+    _openSocketWith(token) {
+      var self = this;
       var ws;
       try {
-        ws = new this._WebSocket(withToken(this.url, this.token));
+        ws = new this._WebSocket(withToken(this.url, token));
       } catch (err) {
         this._emit('error', err);
         this._scheduleReconnect();
@@ -578,16 +668,24 @@
       var code = info.code;
       if (wasConnected) this._emit('close', info);
       if (!this._wanted) { this._setState('closed'); return; }
-      if (code === 4001 || code === 1008) {
+      // 4003 (token expired): with a token function, reconnect through the normal backoff; the
+      // function is called again before the new socket and gives a fresh token. With a fixed
+      // token the same token would only be refused again: final, like 4001.
+      if (code === 4001 || code === 1008 || (code === 4003 && typeof this.token !== 'function')) {
         this._wanted = false;
         var err = code === 4001
           ? new DragonError('unauthenticated', 'authentication required (close 4001)')
-          : new DragonError('forbidden', 'connection refused by policy (close 1008)');
+          : code === 4003
+            ? new DragonError('token_expired', 'token expired (close 4003)')
+            : new DragonError('forbidden', 'connection refused by policy (close 1008)');
         this._emit('error', err);
         this._failAll(err, true);
         this._setState('closed');
         return;
       }
+      // Everything else is retried with backoff, 1013 ("try again later": the server's
+      // authentication backend failed, the token itself may be fine) included. It comes before
+      // the hello, so the attempts keep counting and the delay keeps growing.
       this._scheduleReconnect();
     }
 
@@ -713,6 +811,7 @@
         return;
       }
       var subs = Array.isArray(frame.subs) ? frame.subs : [];
+      if (frame.event === 'error') { this._onEnded(frame, subs); return; }
       if (frame.event === 'resync') {
         subs.forEach(function (id) {
           var s = self._subById.get(id);
@@ -727,6 +826,32 @@
         if (frame.position !== undefined && frame.position !== null) s.position = frame.position;
         s._dispatch(frame);
       });
+    }
+
+    /**
+     * An `error` event frame: the server ended the listed subscriptions (access revoked) and
+     * dropped the connection's user. End them here too (no resubscribe after reconnecting),
+     * hand the frame (plus `error`) to their handlers, and emit 'error'.
+     */
+    _onEnded(frame, subs) {
+      var self = this;
+      var err = DragonError.from(frame.data && typeof frame.data === 'object' && frame.data.code
+        ? frame.data : { code: 'forbidden', message: 'subscription ended by the server' });
+      var ended = [];
+      subs.forEach(function (id) {
+        var s = self._subById.get(id);
+        if (!s || !s.active || ended.indexOf(s) >= 0) return;
+        s._end(err);
+        ended.push(s);
+      });
+      // A user or connection revocation drops the user; one object's does not.
+      if (!(frame.data && frame.data.revoked === 'object')) this.user = null;
+      err.route = frame.route;
+      err.subs = subs.slice();
+      err.subscriptions = ended;
+      var delivered = Object.assign({}, frame, { error: err });
+      ended.forEach(function (s) { s._deliver(delivered); });
+      this._emit('error', err);
     }
 
     _resync(sub, reason) {
@@ -981,7 +1106,11 @@
 
     ping(options) { return this.call('dragon', 'ping', {}, options); }
     whoami(options) { return this.call('dragon', 'whoami', {}, options); }
-    /** Authenticate this connection; the token is also used for reconnections. */
+    /**
+     * Authenticate this connection (or renew its token before it expires); the token is also
+     * used for reconnections. It replaces the `token` option, a token function included: later
+     * reconnections use this string and no longer call the function.
+     */
     auth(token, options) {
       var self = this;
       return this.call('dragon', 'auth', { token: token }, options).then(function (user) {
@@ -1592,8 +1721,9 @@
       this.items = [];
       /** true once the first snapshot arrived */
       this.loaded = false;
-      /** the last error (e.g. the subscribe was refused), or null */
+      /** the last error (the subscribe was refused, a reload failed, access was revoked), or null */
       this.error = null;
+      /** true after close(), or once access was revoked (the server ended the subscription) */
       this.closed = false;
       this.subscription = null;
       this._map = new Map();
@@ -1604,20 +1734,31 @@
       if (typeof o.onChange === 'function') this._listeners.add(o.onChange);
       var self = this;
       this._reloading = null;
-      /** resolves once the first snapshot is in (rejects if the subscribe is refused) */
-      this.ready = client.subscribe(route, this.filter, function (frame) { self._onEvent(frame); }, {
+      this._readySettled = false;
+      /**
+       * resolves once the first snapshot is in (rejects if the subscribe is refused, or if
+       * access is revoked before that)
+       */
+      this.ready = new Promise(function (resolve, reject) { self._readyResolve = resolve; self._readyReject = reject; });
+      // Avoid unhandled-rejection noise for users who only use onChange.
+      this.ready.catch(function () {});
+      client.subscribe(route, this.filter, function (frame, sub) { self._onEvent(frame, sub); }, {
         snapshot: true,
         onSubscribed: function (reply) { if (reply.items) self._reset(reply.items, { event: 'snapshot' }); }
       }).then(function (sub) {
         self.subscription = sub;
         if (self.closed) sub.unsubscribe();
-        return self;
+        self._settleReady(null);
       }, function (err) {
         self.error = err;
-        throw err;
+        self._settleReady(err);
       });
-      // Avoid unhandled-rejection noise for users who only use onChange.
-      this.ready.catch(function () {});
+    }
+
+    _settleReady(err) {
+      if (this._readySettled) return;
+      this._readySettled = true;
+      if (err) this._readyReject(err); else this._readyResolve(this);
     }
 
     /**
@@ -1646,9 +1787,14 @@
       this._rebuild(change);
     }
 
-    _onEvent(frame) {
+    _onEvent(frame, sub) {
       if (this.closed) return;
       if (frame.event === 'resync') { this.reload(); return; }
+      if (frame.event === 'error') {
+        // The server ended the subscription (access revoked); a refused resume leaves it active.
+        if (sub && !sub.active && sub.error) this._revoked(sub, frame);
+        return;
+      }
       var ev = frame.event;
       var data = frame.data;
       if (ev !== 'created' && ev !== 'updated' && ev !== 'deleted') return;
@@ -1670,6 +1816,29 @@
       });
     }
 
+    /**
+     * Access revoked: the subscription has ended. Empty the list, tell the listeners once,
+     * stop for good (no reload), and reject `ready` if it was still pending.
+     */
+    _revoked(sub, frame) {
+      var err = sub.error;
+      var listeners = Array.from(this._listeners);
+      if (!this.subscription) this.subscription = sub;
+      this.error = err;
+      this.closed = true;
+      this._reloading = null;
+      this._map = new Map();
+      this._versions.clear();
+      this.items = [];
+      this._listeners.clear();
+      var items = this.items;
+      var client = this.client;
+      listeners.forEach(function (cb) {
+        safeCall(cb, [items, frame], function (e) { client._emit('error', e); });
+      });
+      this._settleReady(err);
+    }
+
     /** Reload from a fresh snapshot (done automatically after a resync). */
     reload() {
       var self = this;
@@ -1682,7 +1851,7 @@
       return p;
     }
 
-    /** Stop listening; the items stay as they are. */
+    /** Stop listening; the items stay as they are. (After a revocation it is closed already.) */
     close() {
       if (this.closed) return Promise.resolve();
       this.closed = true;

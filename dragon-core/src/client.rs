@@ -204,11 +204,19 @@ impl Client {
 
     /// Subscribes (`args`: `filter`, `since`, `snapshot`); events arrive on the subscription.
     pub async fn subscribe(&self, route: &str, args: Value) -> Result<Subscription, ClientError> {
+        self.subscribe_with(route, "subscribe", args).await
+    }
+
+    /// Subscribes through a verb of the route's own (a custom router's `join`, say) whose
+    /// reply is a subscription's.
+    pub async fn subscribe_with(
+        &self,
+        route: &str,
+        verb: &str,
+        args: Value,
+    ) -> Result<Subscription, ClientError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let out = into_output(
-            self.request_inner(route, "subscribe", args, Some(tx))
-                .await?,
-        )?;
+        let out = into_output(self.request_inner(route, verb, args, Some(tx)).await?)?;
         let id = out.data["sub"]
             .as_str()
             .ok_or_else(|| ClientError::Protocol("subscribe reply without sub".into()))?

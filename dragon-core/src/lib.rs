@@ -9,6 +9,7 @@
 //! [`router`] (verbs), [`hub`] (subscriptions and fan-out), [`broker`] (between nodes),
 //! [`presence`] (who is on each key, live), [`server`] (axum) and [`client`] (Rust client).
 
+pub mod auth;
 pub mod broker;
 pub mod changelog;
 pub mod client;
@@ -28,18 +29,29 @@ pub mod server;
 pub mod testing;
 pub mod time;
 
+pub use auth::Authenticator;
 pub use dragon_derive::DragonModel;
 pub use error::{Error, Result};
 pub use model::{ModelHooks, Publish};
 pub use publish::transaction;
 pub use router::{Ctx, ModelRouter, Router, Validator};
-pub use server::{Authenticator, BuildError, Dragon, Limits};
+pub use server::{BuildError, Dragon, Limits};
 pub use time::now;
 
 /// `docs/getting-started.md`, compiled as doc tests so its code stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/getting-started.md")]
 pub struct GettingStarted;
+
+/// `docs/auth.md`, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/auth.md")]
+pub struct AuthDoc;
+
+/// `docs/changelog.md`, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/changelog.md")]
+pub struct ChangelogDoc;
 
 /// What the derive's generated code names; not for direct use.
 #[doc(hidden)]

@@ -195,6 +195,9 @@ pub mod close {
     /// The authenticator's backend failed: not the client's fault, reconnect later.
     pub const TRY_AGAIN: u16 = 1013;
     pub const AUTH_REQUIRED: u16 = 4001;
+    /// The connection's token expired and no new one came within the grace period: get a
+    /// fresh token and reconnect (or send `dragon.auth` before it runs out).
+    pub const TOKEN_EXPIRED: u16 = 4003;
     pub const SLOW_CONSUMER: u16 = 4008;
 }
 

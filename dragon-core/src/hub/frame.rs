@@ -57,6 +57,14 @@ pub(crate) fn resync_frame(route: &str, subs: &[Arc<str>]) -> Utf8Bytes {
     Utf8Bytes::from(frame.to_string())
 }
 
+/// The `error` frame for `subs` of `route` whose access was revoked (`what`: `user`,
+/// `connection` or `object`): they have ended.
+pub(crate) fn revoked_frame(route: &str, subs: &[Arc<str>], what: &str) -> Utf8Bytes {
+    let frame = serde_json::json!({"event": "error", "route": route, "subs": subs,
+        "data": {"code": "forbidden", "message": "access revoked", "revoked": what}});
+    Utf8Bytes::from(frame.to_string())
+}
+
 /// One message's frames, serialized lazily and at most once per slot and `subs` list.
 pub(crate) struct Prepared<'a> {
     env: &'a Envelope,

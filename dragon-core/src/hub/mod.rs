@@ -25,8 +25,8 @@ use crate::metrics::Metrics;
 use crate::presence::Registry;
 use crate::schema::{FieldType, ScalarKey};
 
-pub(crate) use frame::resync_frame;
 use frame::{Prepared, Slot, classify};
+pub(crate) use frame::{resync_frame, revoked_frame};
 pub use outbox::{Outbound, Outbox, SLOW_CONSUMER_GRACE};
 
 /// A subscription's hub-wide key.
@@ -204,6 +204,8 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     routes: RwLock<HashMap<Arc<str>, Arc<Mutex<RouteState>>>>,
     next_key: AtomicU64,
+    /// This node's connections, for revocation.
+    conns: Mutex<HashMap<Arc<str>, std::sync::Weak<crate::router::Conn>>>,
 }
 
 impl Hub {
@@ -215,6 +217,7 @@ impl Hub {
             metrics: Arc::default(),
             routes: RwLock::new(HashMap::new()),
             next_key: AtomicU64::new(1),
+            conns: Mutex::default(),
         });
         let mut messages = broker.messages();
         let weak = Arc::downgrade(&hub);
@@ -278,8 +281,70 @@ impl Hub {
             .is_ok_and(|r| r.is_ok())
     }
 
+    pub(crate) fn register(&self, conn: &Arc<crate::router::Conn>) {
+        self.conns
+            .lock()
+            .expect("conns lock")
+            .insert(conn.id.clone(), Arc::downgrade(conn));
+    }
+
+    pub(crate) fn unregister(&self, conn: &str) {
+        self.conns.lock().expect("conns lock").remove(conn);
+    }
+
+    /// The filter of subscription `key` on `route`.
+    pub(crate) fn filter_of(&self, route: &str, key: SubKey) -> Option<Filter> {
+        let state = self.route(route);
+        let st = state.lock().expect("route lock");
+        st.subs.get(&key).map(|s| s.filter.clone())
+    }
+
+    /// Carries out a revocation (see [`crate::auth::Revoke`]) on this node.
+    fn revoke(&self, revoke: &crate::auth::Revoke) {
+        use crate::auth::Revoke;
+        let conns: Vec<Arc<crate::router::Conn>> = self
+            .conns
+            .lock()
+            .expect("conns lock")
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for conn in conns {
+            match revoke {
+                Revoke::User { field, value } if conn.user_matches(field, value) => {
+                    conn.revoke(self, "user")
+                }
+                Revoke::Connection { conn: id } if *conn.id == **id => {
+                    conn.revoke(self, "connection")
+                }
+                Revoke::Object { route, id } => {
+                    let object: Map<String, Value> =
+                        [("id".to_owned(), id.clone())].into_iter().collect();
+                    let names_it =
+                        |f: &Filter| f.fields().into_iter().eq(["id"]) && f.matches(&object);
+                    conn.end_where(self, Some(route), names_it, |r, subs| {
+                        revoked_frame(r, subs, "object")
+                    });
+                    conn.end_where(self, Some(route), |_| true, resync_frame);
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Matches one message against this node's subscriptions and queues its frames.
     fn dispatch(&self, env: &Envelope) {
+        if &*env.route == crate::server::CONTROL_ROUTE {
+            if let Message::Custom { event, data, .. } = &*env.message
+                && event == "revoke"
+            {
+                match serde_json::from_value(data.clone()) {
+                    Ok(revoke) => self.revoke(&revoke),
+                    Err(err) => tracing::warn!(error = %err, "an unreadable revocation"),
+                }
+            }
+            return;
+        }
         let state = self.route(&env.route);
         let mut st = state.lock().expect("route lock");
         if let Message::Gap = *env.message {

@@ -4,6 +4,7 @@
 mod model;
 mod rules;
 mod validate;
+mod verbs;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +23,7 @@ use crate::protocol::{Output, Reply, RequestId};
 pub use model::ModelRouter;
 pub use rules::{RowRule, Rule, Verb};
 pub use validate::Validator;
+pub use verbs::{Subscribe, Verbs};
 
 /// A named set of verbs, served at `route`.
 #[async_trait::async_trait]
@@ -71,6 +73,8 @@ pub struct Conn {
     pub(crate) presence: Session,
     /// Routes' row rules compiled for the current user.
     pub(crate) rules: rules::Compiled,
+    /// When the current identity expires (its token).
+    expires_at: Mutex<Option<std::time::SystemTime>>,
 }
 
 impl Conn {
@@ -90,7 +94,32 @@ impl Conn {
             max_subs: limits.max_subscriptions,
             presence: Session::new(limits.max_presence_keys, limits.presence_updates_per_second),
             rules: rules::Compiled::default(),
+            expires_at: Mutex::new(None),
         }
+    }
+
+    pub(crate) fn set_expiry(&self, at: Option<std::time::SystemTime>) {
+        *self.expires_at.lock().expect("expiry lock") = at;
+    }
+
+    /// When the connection must close unless its identity is renewed: expiry + `grace`.
+    pub(crate) fn expiry_deadline(
+        &self,
+        grace: std::time::Duration,
+    ) -> Option<tokio::time::Instant> {
+        let end = (*self.expires_at.lock().expect("expiry lock"))? + grace;
+        let left = end
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        Some(tokio::time::Instant::now() + left)
+    }
+
+    /// Whether the identity expired more than `grace` ago.
+    pub(crate) fn expired(&self, grace: std::time::Duration) -> bool {
+        self.expires_at
+            .lock()
+            .expect("expiry lock")
+            .is_some_and(|at| std::time::SystemTime::now() >= at + grace)
     }
 
     /// The authenticated user object, if any.
@@ -115,6 +144,71 @@ impl Conn {
         }
     }
 
+    /// Ends the subscriptions of `route` (all routes if `None`) that `pick` selects, telling
+    /// the client with one frame per route made by `frame`.
+    pub(crate) fn end_where(
+        &self,
+        hub: &Hub,
+        route: Option<&str>,
+        pick: impl Fn(&Filter) -> bool,
+        frame: impl Fn(&str, &[Arc<str>]) -> Utf8Bytes,
+    ) -> usize {
+        let ended: Vec<(Arc<str>, SubEntry)> = {
+            let mut subs = self.subs.lock().expect("subs lock");
+            let chosen: Vec<Arc<str>> = subs
+                .iter()
+                .filter(|(_, (r, key))| {
+                    route.is_none_or(|want| &**r == want)
+                        && hub.filter_of(r, *key).is_some_and(|f| pick(&f))
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            chosen
+                .into_iter()
+                .filter_map(|id| subs.remove(&id).map(|e| (id, e)))
+                .collect()
+        };
+        let count = ended.len();
+        let mut by_route: std::collections::BTreeMap<Arc<str>, Vec<Arc<str>>> =
+            std::collections::BTreeMap::new();
+        for (sub, (route, key)) in ended {
+            hub.unsubscribe(&route, key);
+            by_route.entry(route).or_default().push(sub);
+        }
+        for (route, mut subs) in by_route {
+            subs.sort_unstable();
+            self.outbox.send(Outbound::Text(frame(&route, &subs)));
+        }
+        count
+    }
+
+    /// Access revoked (`what`: `user` or `connection`): every subscription ends with an
+    /// `error` event (one on the `dragon` route if it had none), and the user is gone.
+    pub(crate) fn revoke(&self, hub: &Hub, what: &str) {
+        let ended = self.end_where(
+            hub,
+            None,
+            |_| true,
+            |route, subs| crate::hub::revoked_frame(route, subs, what),
+        );
+        if ended == 0 {
+            let frame = crate::hub::revoked_frame(crate::server::CONTROL_ROUTE, &[], what);
+            self.outbox.send(Outbound::Text(frame));
+        }
+        *self.user.write().expect("user lock") = None;
+        self.rules.clear();
+        self.set_expiry(None);
+    }
+
+    /// The connection's user, for revocation by user.
+    pub(crate) fn user_matches(&self, field: &str, value: &Value) -> bool {
+        self.user
+            .read()
+            .expect("user lock")
+            .as_ref()
+            .is_some_and(|u| u.get(field) == Some(value))
+    }
+
     /// Drops every subscription of a closing connection.
     pub(crate) fn close(&self, hub: &Hub) {
         let subs = {
@@ -129,7 +223,9 @@ impl Conn {
     }
 }
 
-/// What a verb handler knows of its caller, and what it can do on the connection.
+/// What a verb handler knows of its caller, and what it can do on the connection. Cheap to
+/// clone (handlers of [`Verbs`] get their own).
+#[derive(Clone)]
 pub struct Ctx {
     pub(crate) conn: Arc<Conn>,
     pub(crate) hub: Arc<Hub>,
@@ -137,7 +233,7 @@ pub struct Ctx {
     pub(crate) request_id: Option<RequestId>,
     /// The request's place among its connection's requests (they run concurrently).
     pub(crate) seq: u64,
-    pub(crate) replied: AtomicBool,
+    pub(crate) replied: Arc<AtomicBool>,
 }
 
 impl Ctx {
@@ -154,7 +250,7 @@ impl Ctx {
             routers,
             request_id,
             seq,
-            replied: AtomicBool::new(false),
+            replied: Arc::new(AtomicBool::new(false)),
         }
     }
 

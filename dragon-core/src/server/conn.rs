@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::{Dragon, dragon_route};
+use crate::auth::Identity;
 use crate::error::Error;
 use crate::hub::{Outbound, Outbox};
 use crate::protocol::{Output, PROTOCOL_VERSION, Reply, Request, RequestId, close};
@@ -31,13 +32,15 @@ fn failure(id: Option<RequestId>, err: &Error) -> Outbound {
 pub(super) async fn run(
     dragon: Dragon,
     mut socket: WebSocket,
-    token: Option<String>,
+    identity: Result<Option<Identity>, Error>,
     origin_ok: bool,
 ) {
     let inner = &dragon.inner;
-    let Some(user) = admit(&dragon, &mut socket, token, origin_ok).await else {
+    let Some(identity) = admit(&dragon, &mut socket, identity, origin_ok).await else {
         return;
     };
+    let expires_at = identity.as_ref().and_then(|i| i.expires_at);
+    let user = identity.map(|i| i.user);
     let n = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     let conn_id = format!("c{n}-{}", uuid::Uuid::new_v4().simple());
     let (outbox, rx) = Outbox::new(n, inner.limits.max_queued, inner.limits.slow_consumer_grace);
@@ -47,7 +50,9 @@ pub(super) async fn run(
         outbox.clone(),
         &inner.limits,
     ));
+    conn.set_expiry(expires_at);
     inner.live.fetch_add(1, Ordering::AcqRel);
+    inner.hub.register(&conn);
     tracing::debug!(conn = %conn_id, "connected");
 
     let hello = json!({"event": "hello", "data": {"protocol": PROTOCOL_VERSION, "conn": conn_id, "user": user}});
@@ -66,6 +71,7 @@ pub(super) async fn run(
     read_loop(&dragon, &conn, stream, shutdown, &stop_tx).await;
 
     conn.close(&inner.hub);
+    inner.hub.unregister(&conn.id);
     // Queued replies go out before the closing frame, unless the socket is gone.
     if !*stop_tx.borrow() && !*inner.shutdown.borrow() {
         outbox.send(Outbound::Close(close::NORMAL, String::new()));
@@ -77,31 +83,28 @@ pub(super) async fn run(
     }
 }
 
-/// Checks the origin and the token; the user (`Some(None)`: anonymous), or `None` once the
-/// socket was closed with 1008 or 4001.
+/// Checks the origin and the identity; the identity (`Some(None)`: anonymous), or `None`
+/// once the socket was closed with 1008, 1013 or 4001.
 async fn admit(
     dragon: &Dragon,
     socket: &mut WebSocket,
-    token: Option<String>,
+    identity: Result<Option<Identity>, Error>,
     origin_ok: bool,
-) -> Option<Option<Value>> {
+) -> Option<Option<Identity>> {
     let inner = &dragon.inner;
     if !origin_ok {
         let _ = close_with(socket, close::POLICY, "origin not allowed").await;
         return None;
     }
-    let user = match (&token, &inner.auth) {
-        (Some(token), Some(auth)) => match auth.authenticate(token).await {
-            Ok(user) => user,
-            Err(err) => {
-                // The token may be fine: the backend that checks it is not. A retryable
-                // close (the client reconnects later), never 4001, which is final.
-                tracing::warn!(error = %err, "the authenticator failed at connect");
-                let _ = close_with(socket, close::TRY_AGAIN, "authentication unavailable").await;
-                return None;
-            }
-        },
-        _ => None,
+    let user = match identity {
+        Ok(identity) => identity,
+        Err(err) => {
+            // The token may be fine: the backend that checks it is not. A retryable
+            // close (the client reconnects later), never 4001, which is final.
+            tracing::warn!(error = %err, "the authenticator failed at connect");
+            let _ = close_with(socket, close::TRY_AGAIN, "authentication unavailable").await;
+            return None;
+        }
     };
     if inner.require_auth && user.is_none() {
         let _ = close_with(socket, close::AUTH_REQUIRED, "authentication required").await;
@@ -125,9 +128,19 @@ async fn read_loop(
     let every = dragon.inner.limits.ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut heard = tokio::time::Instant::now();
+    let grace = dragon.inner.limits.token_grace;
     loop {
+        let deadline = conn.expiry_deadline(grace);
         let msg = tokio::select! {
             msg = stream.next() => msg,
+            _ = sleep_until_some(deadline) => {
+                if conn.expired(grace) {
+                    tracing::debug!(conn = %conn.id, "token expired: closing with 4003");
+                    outbox.send(Outbound::Close(close::TOKEN_EXPIRED, "token expired".into()));
+                    return;
+                }
+                continue; // renewed meanwhile (`dragon.auth`)
+            }
             _ = ping.tick() => {
                 if heard.elapsed() >= every * 2 {
                     tracing::debug!(conn = %conn.id, "no answer to pings: dropping a half-open connection");
@@ -163,6 +176,14 @@ async fn read_loop(
                 return;
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

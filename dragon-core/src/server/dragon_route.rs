@@ -28,10 +28,9 @@ pub(super) async fn call(
                 .as_str()
                 .ok_or_else(|| Error::bad_request("token must be a string"))?;
             let auth = dragon.inner.auth.as_ref().ok_or(Error::Unauthenticated)?;
-            let user = auth
-                .authenticate(token)
-                .await?
-                .ok_or(Error::Unauthenticated)?;
+            let identity = auth.identify(token).await?.ok_or(Error::Unauthenticated)?;
+            let user = identity.user;
+            ctx.conn.set_expiry(identity.expires_at);
             let previous = ctx
                 .conn
                 .user

@@ -18,11 +18,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use sea_orm::DatabaseConnection;
-use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
 use crate::broker::{Broker, MemoryBroker};
-use crate::error::Error;
 use crate::hub::Hub;
 use crate::router::Router;
 use crate::{changelog, publish};
@@ -48,6 +46,9 @@ pub struct Limits {
     /// How often the server pings each connection. One that sends nothing, not even a
     /// pong, for two intervals is dropped (a half-open peer), leaving its presence.
     pub ping_interval: Duration,
+    /// How long a connection may outlive its token's expiry without a new token
+    /// (`dragon.auth`) before it is closed with 4003.
+    pub token_grace: Duration,
 }
 
 impl Default for Limits {
@@ -61,16 +62,12 @@ impl Default for Limits {
             max_presence_keys: 1000,
             presence_updates_per_second: 10,
             ping_interval: Duration::from_secs(15),
+            token_grace: Duration::from_secs(30),
         }
     }
 }
 
-/// Turns a token into a user object (any JSON; shown to the app and in `hello`).
-#[async_trait::async_trait]
-pub trait Authenticator: Send + Sync + 'static {
-    /// `Ok(None)` for a token that is not valid.
-    async fn authenticate(&self, token: &str) -> Result<Option<Value>, Error>;
-}
+pub use crate::auth::Authenticator;
 
 struct Inner {
     hub: Arc<Hub>,
@@ -266,6 +263,9 @@ pub enum BuildError {
     Router { route: String, problem: String },
 }
 
+/// The route of the connection-level verbs, and of control messages between nodes.
+pub(crate) const CONTROL_ROUTE: &str = "dragon";
+
 const DRAGON_JS: &str = include_str!("../../js/dragon.js");
 const DRAGON_MJS: &str = include_str!("../../js/dragon.mjs");
 const DRAGON_DTS: &str = include_str!("../../js/dragon.d.ts");
@@ -281,6 +281,21 @@ impl Dragon {
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.inner.broker
+    }
+
+    /// Revokes access on every node (see [`crate::auth::Revoke`]): the subscriptions
+    /// concerned get an `error` event and stop, within moments, wherever they are.
+    pub async fn revoke(&self, revoke: crate::auth::Revoke) -> Result<(), crate::Error> {
+        let data = serde_json::to_value(&revoke)
+            .map_err(|e| crate::Error::Internal(format!("revocation: {e}")))?;
+        self.inner
+            .broker
+            .publish(
+                CONTROL_ROUTE,
+                crate::broker::Message::custom("revoke", data),
+            )
+            .await
+            .map_err(crate::Error::from)
     }
 
     /// The number of open WebSocket connections.
@@ -450,14 +465,21 @@ async fn ws_handler(
     ws: WebSocketUpgrade,
 ) -> Response {
     let origin_ok = origin_allowed(&headers, dragon.inner.allowed_origins.as_deref());
-    let token = query.get("token").cloned();
+    let identity = match &dragon.inner.auth {
+        Some(auth) if origin_ok => {
+            let credentials =
+                crate::auth::Credentials::new(query.get("token").map(String::as_str), &headers);
+            auth.identify_request(&credentials).await
+        }
+        _ => Ok(None),
+    };
     let max = dragon.inner.limits.max_frame;
     // tungstenite reads through a 128 KiB buffer per socket by default; requests are small,
     // and the buffer still grows for a large frame, so a small one saves memory per connection.
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| conn::run(dragon, socket, token, origin_ok))
+        .on_upgrade(move |socket| conn::run(dragon, socket, identity, origin_ok))
 }
 
 /// Same-origin by default: a browser page may open the socket only if it was served by this
