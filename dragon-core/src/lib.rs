@@ -16,7 +16,7 @@ pub mod client;
 pub mod db;
 pub mod error;
 pub mod filter;
-pub mod hub;
+pub(crate) mod hub;
 pub mod metrics;
 pub mod model;
 pub mod prelude;
@@ -47,6 +47,11 @@ pub struct GettingStarted;
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/auth.md")]
 pub struct AuthDoc;
+
+/// `docs/routers.md`, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/routers.md")]
+pub struct RoutersDoc;
 
 /// `docs/changelog.md`, compiled as doc tests.
 #[cfg(doctest)]

@@ -4,11 +4,12 @@
 //! `async_trait` for your own routers), presence, the server (`Dragon`, `Limits`) and the
 //! few helpers the templates use (`now`, `json!`).
 
+pub use crate::auth::Tokens;
 pub use crate::error::Error;
 pub use crate::model::{ModelHooks, Publish};
 pub use crate::presence::{Keys, Presence};
 pub use crate::protocol::Output;
-pub use crate::router::{Ctx, ModelRouter, Router, Validator};
+pub use crate::router::{Ctx, ModelRouter, Router, Rule, Subscribe, Validator, Verb, Verbs};
 pub use crate::server::{Authenticator, BuildError, Builder, Dragon, Limits};
 pub use crate::time::now;
 pub use crate::{DragonModel, transaction};

@@ -51,6 +51,9 @@ pub enum Message {
         /// As for changes: repeats of one event are delivered once.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Arc<str>>,
+        /// A connection that does not get it (the sender of a typing indicator, say).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        except: Option<Arc<str>>,
     },
     /// Messages of the route were lost: every subscription of the route gets `resync`. A
     /// broker makes this for its own node when its history no longer covers a gap; a node
@@ -96,7 +99,16 @@ impl Message {
             event: event.into(),
             data,
             id: fresh_id(),
+            except: None,
         }
+    }
+
+    /// This custom event for every subscriber but connection `conn`.
+    pub fn except(mut self, conn: &str) -> Self {
+        if let Message::Custom { except, .. } = &mut self {
+            *except = Some(Arc::from(conn));
+        }
+        self
     }
 
     /// The message's unique id, if it has one.

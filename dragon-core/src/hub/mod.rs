@@ -299,6 +299,24 @@ impl Hub {
         st.subs.get(&key).map(|s| s.filter.clone())
     }
 
+    /// Delivers a direct event (`{"conn", "event", "data"}`) if its connection is here.
+    fn send_to(&self, direct: &Value) {
+        let Some(id) = direct["conn"].as_str() else {
+            return;
+        };
+        let conn = self
+            .conns
+            .lock()
+            .expect("conns lock")
+            .get(id)
+            .and_then(std::sync::Weak::upgrade);
+        if let Some(conn) = conn {
+            let frame = serde_json::json!({"event": direct["event"], "data": direct["data"]});
+            conn.outbox
+                .send(Outbound::Text(Utf8Bytes::from(frame.to_string())));
+        }
+    }
+
     /// Carries out a revocation (see [`crate::auth::Revoke`]) on this node.
     fn revoke(&self, revoke: &crate::auth::Revoke) {
         use crate::auth::Revoke;
@@ -335,13 +353,15 @@ impl Hub {
     /// Matches one message against this node's subscriptions and queues its frames.
     fn dispatch(&self, env: &Envelope) {
         if &*env.route == crate::server::CONTROL_ROUTE {
-            if let Message::Custom { event, data, .. } = &*env.message
-                && event == "revoke"
-            {
-                match serde_json::from_value(data.clone()) {
-                    Ok(revoke) => self.revoke(&revoke),
-                    Err(err) => tracing::warn!(error = %err, "an unreadable revocation"),
+            match &*env.message {
+                Message::Custom { event, data, .. } if event == "revoke" => {
+                    match serde_json::from_value(data.clone()) {
+                        Ok(revoke) => self.revoke(&revoke),
+                        Err(err) => tracing::warn!(error = %err, "an unreadable revocation"),
+                    }
                 }
+                Message::Custom { event, data, .. } if event == "send" => self.send_to(data),
+                _ => {}
             }
             return;
         }
@@ -377,6 +397,14 @@ impl Hub {
             let Some(sub) = st.subs.get_mut(&key) else {
                 continue;
             };
+            if let Message::Custom {
+                except: Some(except),
+                ..
+            } = &*env.message
+                && sub.outbox.conn() == Some(except)
+            {
+                continue;
+            }
             if let Some(joining) = &mut sub.joining {
                 joining.push(env.clone());
                 continue;

@@ -56,9 +56,21 @@ pub struct Outbox {
     backlog: Mutex<Backlog>,
     /// Wakes the writer to give up on a consumer that cannot be helped.
     pub(crate) kill: Notify,
+    /// The connection's id, once it has one.
+    conn: std::sync::OnceLock<Arc<str>>,
 }
 
 impl Outbox {
+    /// Names the connection this outbox writes to.
+    pub(crate) fn set_conn(&self, conn: Arc<str>) {
+        let _ = self.conn.set(conn);
+    }
+
+    /// The connection this outbox writes to.
+    pub(crate) fn conn(&self) -> Option<&Arc<str>> {
+        self.conn.get()
+    }
+
     /// An outbox queueing up to `limit` events, closing a consumer behind for `grace`.
     pub fn new(
         id: u64,
@@ -75,6 +87,7 @@ impl Outbox {
             backlogged: AtomicBool::new(false),
             backlog: Mutex::new(Backlog::default()),
             kill: Notify::new(),
+            conn: std::sync::OnceLock::new(),
         };
         (Arc::new(outbox), rx)
     }

@@ -58,7 +58,7 @@ type SubEntry = (Arc<str>, SubKey);
 pub(crate) type Routers = Arc<HashMap<String, Arc<dyn Router>>>;
 
 /// One connection's state shared by its request tasks.
-pub struct Conn {
+pub(crate) struct Conn {
     /// Shared, not copied, by everything that names the connection (presence members).
     pub(crate) id: Arc<str>,
     pub(crate) user: RwLock<Option<Value>>,
@@ -269,10 +269,6 @@ impl Ctx {
         self.user().ok_or(Error::Unauthenticated)
     }
 
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
-
     /// Queues this request's reply now (for verbs whose reply must precede events they
     /// cause); the connection then sends no other.
     pub(crate) fn reply_now(&self, out: Output) {
@@ -316,6 +312,27 @@ impl Ctx {
             .map_err(Error::from)
     }
 
+    /// Publishes a custom event on `route` to every matching subscriber on every node except
+    /// this connection (a typing indicator, a cursor: the sender knows already).
+    pub async fn publish_to_others(
+        &self,
+        route: &str,
+        event: &str,
+        data: Value,
+    ) -> Result<(), Error> {
+        let message = Message::custom(event, data).except(&self.conn.id);
+        self.hub
+            .broker()
+            .publish(route, message)
+            .await
+            .map_err(Error::from)
+    }
+
+    /// Sends `{"event": event, "data": data}` to connection `conn`, on whichever node it is.
+    pub async fn send_to(&self, conn: &str, event: &str, data: Value) -> Result<(), Error> {
+        crate::server::send_to(self.hub.broker(), conn, event, data).await
+    }
+
     /// The position reads on `route` are current at.
     pub async fn position(&self, route: &str) -> Result<Position, Error> {
         self.hub.position(route).await
@@ -323,8 +340,9 @@ impl Ctx {
 
     /// Subscribes this connection to `route` with `filter`, joining the stream at `start`.
     /// The reply is sent from here (before any replayed event); `snapshot` items, if given,
-    /// go into it. Returns the reply's data.
-    pub async fn subscribe(
+    /// go into it. Returns the reply's data. Routers reach it by returning a subscription
+    /// ([`Subscribe`] from a [`Verbs`] handler), so no handler can answer twice.
+    pub(crate) async fn subscribe(
         &self,
         route: &str,
         filter: Filter,

@@ -51,6 +51,7 @@ pub(super) async fn run(
         &inner.limits,
     ));
     conn.set_expiry(expires_at);
+    outbox.set_conn(conn.id.clone());
     inner.live.fetch_add(1, Ordering::AcqRel);
     inner.hub.register(&conn);
     tracing::debug!(conn = %conn_id, "connected");
@@ -68,10 +69,25 @@ pub(super) async fn run(
         shutdown.clone(),
         stop_rx,
     ));
+    let hook_ctx = || {
+        Ctx::new(
+            conn.clone(),
+            inner.hub.clone(),
+            inner.routers.clone(),
+            None,
+            0,
+        )
+    };
+    if let Some(hook) = &inner.on_connect {
+        hook(hook_ctx()).await;
+    }
     read_loop(&dragon, &conn, stream, shutdown, &stop_tx).await;
 
     conn.close(&inner.hub);
     inner.hub.unregister(&conn.id);
+    if let Some(hook) = &inner.on_disconnect {
+        hook(hook_ctx()).await;
+    }
     // Queued replies go out before the closing frame, unless the socket is gone.
     if !*stop_tx.borrow() && !*inner.shutdown.borrow() {
         outbox.send(Outbound::Close(close::NORMAL, String::new()));

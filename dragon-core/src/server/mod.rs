@@ -85,6 +85,8 @@ struct Inner {
     all_closed: Notify,
     requests: Arc<Requests>,
     relays: changelog::Relays,
+    on_connect: Option<Hook>,
+    on_disconnect: Option<Hook>,
 }
 
 /// The requests under way on every connection of a server.
@@ -124,9 +126,32 @@ pub struct Builder {
     allowed_origins: Option<Vec<String>>,
     db: Option<DatabaseConnection>,
     publish_secret: Option<String>,
+    on_connect: Option<Hook>,
+    on_disconnect: Option<Hook>,
 }
 
 impl Builder {
+    /// Runs `hook` for each new connection, after its `hello` and before its first request
+    /// is read (mark a user online, send a welcome with `ctx.send_to`).
+    pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(crate::Ctx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_connect = Some(Arc::new(move |ctx| Box::pin(hook(ctx))));
+        self
+    }
+
+    /// Runs `hook` when a connection has closed (its subscriptions are gone already).
+    pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(crate::Ctx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_disconnect = Some(Arc::new(move |ctx| Box::pin(hook(ctx))));
+        self
+    }
+
     /// The broker (default: a fresh [`MemoryBroker`]).
     pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
         self.broker = Some(broker);
@@ -246,6 +271,8 @@ impl Builder {
                 all_closed: Notify::new(),
                 requests: Arc::default(),
                 relays,
+                on_connect: self.on_connect,
+                on_disconnect: self.on_disconnect,
             }),
         })
     }
@@ -266,6 +293,27 @@ pub enum BuildError {
 /// The route of the connection-level verbs, and of control messages between nodes.
 pub(crate) const CONTROL_ROUTE: &str = "dragon";
 
+/// Sends a direct event to a connection through `broker` (the node holding it delivers).
+pub(crate) async fn send_to(
+    broker: &Arc<dyn Broker>,
+    conn: &str,
+    event: &str,
+    data: serde_json::Value,
+) -> Result<(), crate::Error> {
+    let direct = serde_json::json!({"conn": conn, "event": event, "data": data});
+    broker
+        .publish(
+            CONTROL_ROUTE,
+            crate::broker::Message::custom("send", direct),
+        )
+        .await
+        .map_err(crate::Error::from)
+}
+
+/// A connection hook: runs with the connection's context (its id, its user).
+pub type Hook =
+    Arc<dyn Fn(crate::Ctx) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 const DRAGON_JS: &str = include_str!("../../js/dragon.js");
 const DRAGON_MJS: &str = include_str!("../../js/dragon.mjs");
 const DRAGON_DTS: &str = include_str!("../../js/dragon.d.ts");
@@ -275,8 +323,14 @@ impl Dragon {
         Builder::default()
     }
 
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.inner.hub
+    /// Live subscriptions on this node.
+    pub fn subscription_count(&self) -> usize {
+        self.inner.hub.subscription_count()
+    }
+
+    /// Presence keys this node's connections join or watch.
+    pub fn presence_key_count(&self) -> usize {
+        self.inner.hub.presence().view_count()
     }
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
@@ -294,6 +348,37 @@ impl Dragon {
                 CONTROL_ROUTE,
                 crate::broker::Message::custom("revoke", data),
             )
+            .await
+            .map_err(crate::Error::from)
+    }
+
+    /// Sends `{"event": event, "data": data}` to connection `conn` (as its `hello` named
+    /// it), on whichever node it is; nothing if it is gone.
+    pub async fn send_to(
+        &self,
+        conn: &str,
+        event: &str,
+        data: serde_json::Value,
+    ) -> Result<(), crate::Error> {
+        send_to(&self.inner.broker, conn, event, data).await
+    }
+
+    /// Publishes a custom event on `route` to every matching subscriber on every node,
+    /// except connection `except` if given.
+    pub async fn broadcast(
+        &self,
+        route: &str,
+        event: &str,
+        data: serde_json::Value,
+        except: Option<&str>,
+    ) -> Result<(), crate::Error> {
+        let mut message = crate::broker::Message::custom(event, data);
+        if let Some(conn) = except {
+            message = message.except(conn);
+        }
+        self.inner
+            .broker
+            .publish(route, message)
             .await
             .map_err(crate::Error::from)
     }

@@ -6,57 +6,35 @@ use std::time::Duration;
 
 use common::{Backend, QUIET, TestApp, WAIT};
 use dragon_core::client::{Client, ClientError};
-use dragon_core::filter::Filter;
-use dragon_core::hub::Start;
 use dragon_core::protocol::{ErrorCode, Output};
+use dragon_core::router::{Subscribe, Verbs};
 use dragon_core::schema::{FieldType, Schema};
-use dragon_core::{Authenticator, Ctx, Error, Router};
+use dragon_core::{Authenticator, Ctx, Error};
 use serde_json::{Value, json};
 
-/// A tiny chat: `send` publishes a `message` event; `subscribe` takes a filter on `room`.
-struct Chat {
-    schema: Schema,
+#[derive(serde::Deserialize)]
+struct SendArgs {
+    room: String,
+    text: Value,
 }
 
-#[async_trait::async_trait]
-impl Router for Chat {
-    fn name(&self) -> &str {
-        "chat"
-    }
-
-    async fn call(&self, ctx: &Ctx, verb: &str, args: Value) -> Result<Output, Error> {
-        match verb {
-            "send" => {
-                let user = ctx.require_user()?;
-                let room = args["room"]
-                    .as_str()
-                    .ok_or_else(|| Error::bad_request("room"))?;
-                if room == "staff" && user["staff"] != true {
-                    return Err(Error::Forbidden("staff only".into()));
-                }
-                let data = json!({"room": room, "text": args["text"], "user": user["name"]});
-                ctx.publish("chat", "message", data).await?;
-                Ok(Output::data(json!({"sent": true})))
+/// A tiny chat: `send` publishes a `message` event; `subscribe` takes a filter on `room`.
+fn chat() -> Verbs {
+    Verbs::new("chat", ())
+        .events(Schema::new(vec![]).field("room", FieldType::Text, false))
+        .verb("send", |_, ctx: Ctx, args: SendArgs| async move {
+            let user = ctx.require_user()?;
+            if args.room == "staff" && user["staff"] != true {
+                return Err(Error::Forbidden("staff only".into()));
             }
-            "subscribe" => {
-                let filter = Filter::parse(args.get("filter"), &self.schema)?;
-                let data = ctx
-                    .subscribe("chat", filter, Start::Now, false, None)
-                    .await?;
-                Ok(Output::data(data))
-            }
-            // A router that replies (by subscribing) and then fails anyway.
-            "subscribe_then_fail" => {
-                ctx.subscribe("chat", Filter::all(), Start::Now, false, None)
-                    .await?;
-                Err(Error::Internal("failed after subscribing".into()))
-            }
-            _ => Err(Error::UnknownVerb {
-                route: "chat".into(),
-                verb: verb.into(),
-            }),
-        }
-    }
+            let data = json!({"room": args.room, "text": args.text, "user": user["name"]});
+            ctx.publish("chat", "message", data).await?;
+            Ok(json!({"sent": true}))
+        })
+        // A subscription whose handler fails: one reply (the error), no subscription.
+        .subscription("subscribe_then_fail", |_, _ctx: Ctx, _: Value| async move {
+            Err::<Subscribe, _>(Error::Internal("failed before subscribing".into()))
+        })
 }
 
 struct Tokens;
@@ -70,12 +48,6 @@ impl Authenticator for Tokens {
             "backend-down" => return Err(Error::Unavailable("user store unreachable".into())),
             _ => None,
         })
-    }
-}
-
-fn chat() -> Chat {
-    Chat {
-        schema: Schema::new(vec![]).field("room", FieldType::Text, false),
     }
 }
 
@@ -457,8 +429,8 @@ both_backends!(
     foreign_origin_closes_1008
 );
 
-/// The protocol promises exactly one reply per request, even when a router replied (by
-/// subscribing) and then returned an error.
+/// The protocol promises exactly one reply per request: a subscription handler that fails
+/// answers once, with its error, and subscribes nothing (a handler cannot reply itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_is_answered_once_even_if_its_router_fails_after_replying() {
     let app = TestApp::start_with(Backend::Sqlite, None, |b| b.route(chat())).await;
@@ -472,7 +444,8 @@ async fn a_request_is_answered_once_even_if_its_router_fails_after_replying() {
         }
     }
     assert_eq!(replies.len(), 1, "{replies:?}");
-    assert!(replies[0].ok);
+    assert!(!replies[0].ok);
+    assert_eq!(app.dragon.subscription_count(), 0);
 }
 
 /// An authenticator whose backend fails closes with 1013 (try again later), which clients

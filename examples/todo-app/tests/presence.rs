@@ -175,7 +175,7 @@ async fn a_closed_connection_leaves_everything_at_once() {
         started.elapsed()
     );
     assert_eq!(
-        app.dragon.hub().presence().view_count(),
+        app.dragon.presence_key_count(),
         2,
         "only the watcher's views remain"
     );

@@ -308,13 +308,13 @@ async fn live_filtered_subscriptions(backend: Backend) {
     assert_eq!(code(again.unwrap_err()), ErrorCode::NotFound);
 
     // A closed connection leaves no subscription behind.
-    assert_eq!(app.dragon.hub().subscription_count(), 1);
+    assert_eq!(app.dragon.subscription_count(), 1);
     reader.close();
     let deadline = tokio::time::Instant::now() + WAIT;
-    while app.dragon.hub().subscription_count() > 0 && tokio::time::Instant::now() < deadline {
+    while app.dragon.subscription_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(app.dragon.hub().subscription_count(), 0);
+    assert_eq!(app.dragon.subscription_count(), 0);
 }
 
 async fn one_frame_per_connection(backend: Backend) {

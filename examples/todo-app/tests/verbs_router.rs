@@ -48,6 +48,12 @@ fn chat() -> Verbs<&'static str> {
             "state",
             |state, _ctx: Ctx, _: Value| async move { Ok(state) },
         )
+        .verb("typing", |_, ctx: Ctx, args: Join| async move {
+            let user = ctx.require_user()?;
+            let data = json!({"room": args.room, "user": user["name"]});
+            ctx.publish_to_others("chat", "typing", data).await?;
+            Ok(Value::Null)
+        })
         .subscription("join", |_, _ctx: Ctx, args: Join| async move {
             if args.room.is_empty() {
                 return Err(Error::bad_request("room must not be empty"));
@@ -61,7 +67,10 @@ fn chat() -> Verbs<&'static str> {
                 json!({"room__ne": "staff"})
             })
         })
-        .permit(&["send", "join", "subscribe", "state"], Rule::Authenticated)
+        .permit(
+            &["send", "join", "subscribe", "state", "typing"],
+            Rule::Authenticated,
+        )
 }
 
 async fn connect(app: &TestApp, user: Value) -> Client {
@@ -185,4 +194,79 @@ async fn typed_verbs_and_rules_on_every_event() {
         .expect("bob_all still works");
     assert_eq!(e.data.as_ref().unwrap()["text"], "to nowhere");
     assert_eq!(bob.next_other(QUIET).await.map(|f| format!("{f:?}")), None);
+}
+
+/// Connection hooks, direct events to one connection, and events for everyone but the sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_direct_events_and_everyone_but_me() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let gone = Arc::new(AtomicUsize::new(0));
+    let counted = gone.clone();
+    let app = TestApp::start_with(Backend::Sqlite, None, move |b| {
+        let counted = counted.clone();
+        b.route(chat())
+            .auth(Tokens::new(SECRET))
+            .on_connect(|ctx: Ctx| async move {
+                let name = ctx.user().map_or(json!("stranger"), |u| u["name"].clone());
+                let id = ctx.conn_id().to_owned();
+                ctx.send_to(&id, "welcome", json!({"hello": name}))
+                    .await
+                    .unwrap();
+            })
+            .on_disconnect(move |_ctx: Ctx| {
+                let counted = counted.clone();
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+    })
+    .await;
+    let alice = connect(&app, json!({"name": "alice", "staff": true})).await;
+    let bob = connect(&app, json!({"name": "bob"})).await;
+    for (client, name) in [(&alice, "alice"), (&bob, "bob")] {
+        let frame = client.next_other(WAIT).await.expect("a welcome");
+        let text = format!("{frame:?}");
+        assert!(text.contains("welcome") && text.contains(name), "{text}");
+    }
+    // Typing reaches everyone in the room but the one typing.
+    let mut alice_room = alice
+        .subscribe_with("chat", "join", json!({"room": "lobby"}))
+        .await
+        .unwrap();
+    let mut bob_room = bob
+        .subscribe_with("chat", "join", json!({"room": "lobby"}))
+        .await
+        .unwrap();
+    alice
+        .call("chat", "typing", json!({"room": "lobby"}))
+        .await
+        .unwrap();
+    let e = bob_room
+        .next_within(WAIT)
+        .await
+        .expect("bob sees alice typing");
+    assert_eq!(e.event, "typing");
+    assert_eq!(e.data.unwrap()["user"], "alice");
+    assert!(
+        alice_room.next_within(QUIET).await.is_none(),
+        "not the one typing"
+    );
+    // A direct event from the server to one connection.
+    let bob_id = bob.hello()["conn"].as_str().unwrap().to_owned();
+    app.dragon
+        .send_to(&bob_id, "nudge", json!({"from": "server"}))
+        .await
+        .unwrap();
+    let frame = bob.next_other(WAIT).await.expect("the nudge");
+    assert!(format!("{frame:?}").contains("nudge"));
+    assert!(alice.next_other(QUIET).await.is_none(), "only bob");
+    // Disconnect hooks run when connections close.
+    alice.close();
+    bob.close();
+    let deadline = std::time::Instant::now() + WAIT;
+    while gone.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(gone.load(Ordering::SeqCst), 2);
 }
