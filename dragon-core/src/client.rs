@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::protocol::{ErrorBody, Event, Output, Reply, RequestId, ServerFrame};
+use crate::protocol::{CloseCode, ErrorBody, Event, Output, Reply, RequestId, ServerFrame};
 
 /// What a client call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub struct Client {
     next_id: AtomicI64,
     hello: Value,
     other: tokio::sync::Mutex<mpsc::UnboundedReceiver<ServerFrame>>,
-    closed: watch::Receiver<Option<u16>>,
+    closed: watch::Receiver<Option<CloseCode>>,
     timeout: Duration,
 }
 
@@ -123,18 +123,19 @@ impl Client {
                         Err(e) => tracing::warn!(error = %e, "unreadable frame from server"),
                     },
                     Ok(WsMessage::Close(frame)) => {
-                        let _ = closed_tx.send(Some(frame.map_or(1005, |f| u16::from(f.code))));
+                        let _ = closed_tx
+                            .send(Some(CloseCode(frame.map_or(1005, |f| u16::from(f.code)))));
                         break;
                     }
                     Ok(_) => {}
                     Err(_) => {
-                        let _ = closed_tx.send(Some(1006));
+                        let _ = closed_tx.send(Some(CloseCode(1006)));
                         break;
                     }
                 }
             }
             if closed_tx.borrow().is_none() {
-                let _ = closed_tx.send(Some(1006));
+                let _ = closed_tx.send(Some(CloseCode(1006)));
             }
             reader_shared.pending.lock().expect("pending").clear();
             reader_shared.subs.lock().expect("subs").clear();
@@ -249,7 +250,7 @@ impl Client {
     }
 
     /// Waits until the server closes the connection; its close code.
-    pub async fn closed(&self, limit: Duration) -> Option<u16> {
+    pub async fn closed(&self, limit: Duration) -> Option<CloseCode> {
         let mut rx = self.closed.clone();
         tokio::time::timeout(limit, rx.wait_for(|c| c.is_some()))
             .await

@@ -186,19 +186,57 @@ impl ServerFrame {
     }
 }
 
-/// Close codes of section 1.
-pub mod close {
-    pub const NORMAL: u16 = 1000;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
+/// A WebSocket close code (section 1): what the client should do next is in the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CloseCode(pub u16);
+
+impl CloseCode {
+    pub const NORMAL: CloseCode = CloseCode(1000);
+    /// The server is going away (a deploy): reconnect, elsewhere if need be.
+    pub const GOING_AWAY: CloseCode = CloseCode(1001);
+    /// The page's origin is not allowed: final.
+    pub const POLICY: CloseCode = CloseCode(1008);
+    /// A frame over the size limit.
+    pub const TOO_BIG: CloseCode = CloseCode(1009);
     /// The authenticator's backend failed: not the client's fault, reconnect later.
-    pub const TRY_AGAIN: u16 = 1013;
-    pub const AUTH_REQUIRED: u16 = 4001;
+    pub const TRY_AGAIN: CloseCode = CloseCode(1013);
+    /// Authentication is required and the token was missing or invalid: final.
+    pub const AUTH_REQUIRED: CloseCode = CloseCode(4001);
     /// The connection's token expired and no new one came within the grace period: get a
     /// fresh token and reconnect (or send `dragon.auth` before it runs out).
-    pub const TOKEN_EXPIRED: u16 = 4003;
-    pub const SLOW_CONSUMER: u16 = 4008;
+    pub const TOKEN_EXPIRED: CloseCode = CloseCode(4003);
+    /// The client did not read its events for too long: reconnect and resubscribe.
+    pub const SLOW_CONSUMER: CloseCode = CloseCode(4008);
+
+    /// Whether a client should stop reconnecting (it would be refused again).
+    pub fn is_final(self) -> bool {
+        matches!(self, CloseCode::POLICY | CloseCode::AUTH_REQUIRED)
+    }
+}
+
+impl From<CloseCode> for u16 {
+    fn from(code: CloseCode) -> u16 {
+        code.0
+    }
+}
+
+impl PartialEq<u16> for CloseCode {
+    fn eq(&self, other: &u16) -> bool {
+        self.0 == *other
+    }
+}
+
+/// The close codes of section 1, by name.
+pub mod close {
+    use super::CloseCode;
+    pub const NORMAL: CloseCode = CloseCode::NORMAL;
+    pub const GOING_AWAY: CloseCode = CloseCode::GOING_AWAY;
+    pub const POLICY: CloseCode = CloseCode::POLICY;
+    pub const TOO_BIG: CloseCode = CloseCode::TOO_BIG;
+    pub const TRY_AGAIN: CloseCode = CloseCode::TRY_AGAIN;
+    pub const AUTH_REQUIRED: CloseCode = CloseCode::AUTH_REQUIRED;
+    pub const TOKEN_EXPIRED: CloseCode = CloseCode::TOKEN_EXPIRED;
+    pub const SLOW_CONSUMER: CloseCode = CloseCode::SLOW_CONSUMER;
 }
 
 /// The kind of a model change, as named on the wire.

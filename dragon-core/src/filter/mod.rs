@@ -150,6 +150,21 @@ impl Filter {
             _ => None,
         }
     }
+
+    /// Whether every row this filter matches has `field` equal to `value`: a top-level
+    /// `field = value` (a subscription to one object, say).
+    pub fn pins(&self, field: &str, value: &Value) -> bool {
+        match self {
+            Filter::Cmp {
+                field: f,
+                op: Op::Eq,
+                operand: Operand::One(v),
+                ..
+            } => f == field && v.to_json() == *value,
+            Filter::And(parts) => parts.iter().any(|p| p.pins(field, value)),
+            _ => false,
+        }
+    }
 }
 
 fn parse_object(map: &Map<String, Value>, schema: &Schema) -> Result<Filter, Error> {

@@ -336,10 +336,7 @@ impl Hub {
                     conn.revoke(self, "connection")
                 }
                 Revoke::Object { route, id } => {
-                    let object: Map<String, Value> =
-                        [("id".to_owned(), id.clone())].into_iter().collect();
-                    let names_it =
-                        |f: &Filter| f.fields().into_iter().eq(["id"]) && f.matches(&object);
+                    let names_it = |f: &Filter| f.pins("id", id);
                     conn.end_where(self, Some(route), names_it, |r, subs| {
                         revoked_frame(r, subs, "object")
                     });

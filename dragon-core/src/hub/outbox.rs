@@ -25,7 +25,7 @@ pub enum Outbound {
     Text(Utf8Bytes),
     /// A WebSocket ping (the server checks that the peer is still there).
     Ping,
-    Close(u16, String),
+    Close(crate::protocol::CloseCode, String),
 }
 
 /// How long a connection may stay behind by default before it is closed with 4008.

@@ -17,7 +17,7 @@ use super::{Dragon, dragon_route};
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::hub::{Outbound, Outbox};
-use crate::protocol::{Output, PROTOCOL_VERSION, Reply, Request, RequestId, close};
+use crate::protocol::{CloseCode, Output, PROTOCOL_VERSION, Reply, Request, RequestId, close};
 use crate::publish;
 use crate::router::{Conn, Ctx};
 
@@ -217,7 +217,7 @@ async fn write_loop(
     let stop = raised(&mut stop);
     let kill = outbox.kill.notified();
     tokio::pin!(shutdown, stop, kill);
-    let closing: Option<(u16, String)> = 'outer: loop {
+    let closing: Option<(CloseCode, String)> = 'outer: loop {
         let first = tokio::select! {
             biased;
             frame = rx.recv() => frame,
@@ -266,7 +266,7 @@ async fn write_loop(
     };
     if let Some((code, reason)) = closing {
         let frame = CloseFrame {
-            code,
+            code: code.into(),
             reason: reason.into(),
         };
         let _ = tokio::time::timeout(
@@ -295,10 +295,14 @@ fn is_capacity_error(err: &axum::Error) -> bool {
     err.to_string().to_lowercase().contains("too long") || err.to_string().contains("Capacity")
 }
 
-async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) -> Result<(), axum::Error> {
+async fn close_with(
+    socket: &mut WebSocket,
+    code: CloseCode,
+    reason: &str,
+) -> Result<(), axum::Error> {
     socket
         .send(WsMessage::Close(Some(CloseFrame {
-            code,
+            code: code.into(),
             reason: reason.into(),
         })))
         .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{Backend, TestApp, WAIT};
 use dragon_core::Limits;
 use dragon_core::client::Client;
-use dragon_core::protocol::{ErrorCode, ServerFrame};
+use dragon_core::protocol::{CloseCode, ErrorCode, ServerFrame};
 use serde_json::{Value, json};
 
 /// The reply to a raw frame that has no readable id.
@@ -299,7 +299,7 @@ async fn oversized_frame_closes_1009(backend: Backend) {
         "x".repeat(70 * 1024)
     );
     c.send_text(&big).unwrap();
-    assert_eq!(c.closed(WAIT).await, Some(1009));
+    assert_eq!(c.closed(WAIT).await, Some(CloseCode::TOO_BIG));
     // The server is fine and nothing was created.
     let other = app.client().await;
     let out = other
@@ -348,7 +348,10 @@ async fn graceful_shutdown_closes_1001(backend: Backend) {
     let mut app = TestApp::start(backend).await;
     let c = app.client().await;
     app.stop().await;
-    assert_eq!(c.closed(Duration::from_secs(10)).await, Some(1001));
+    assert_eq!(
+        c.closed(Duration::from_secs(10)).await,
+        Some(CloseCode::GOING_AWAY)
+    );
 }
 
 both_backends!(

@@ -457,3 +457,110 @@ async fn revocation_holds_across_nodes() {
     assert_eq!(code, "unauthenticated");
     delete_keys(&redis_url(), &options.key_prefix);
 }
+
+/// `references` checks the referenced row with the caller's rules on its own route: linking
+/// to a list bob may not read is refused exactly like linking to a list that does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_are_checked_with_the_readers_rules() {
+    let url = common::fresh_database(Backend::Sqlite).await;
+    let db = todo_app::open_database(&url).await.unwrap();
+    // Items carry no rule of their own here: only the lists route decides what bob sees.
+    let items = ModelRouter::<todo_item::Model>::new(db.clone())
+        .writable(["list_id", "text"])
+        .server_set("created_at", |_| now())
+        .references::<todo_list::Entity>("list_id");
+    let lists = ModelRouter::<todo_list::Model>::new(db.clone())
+        .readable_by(|u| Ok(json!({"id__in": lists_of(u, "reads")?})));
+    let dragon = dragon_core::Dragon::builder()
+        .route(items)
+        .route(lists)
+        .auth(Tokens::new(SECRET))
+        .build();
+    let app = TestApp::serve(dragon, db, url).await;
+    seed(&app).await;
+    let bob = connect(&app, "bob").await;
+    let attempt = |list: i64| {
+        let bob = &bob;
+        async move {
+            match bob
+                .call(
+                    "todo-item",
+                    "create",
+                    json!({"data": {"list_id": list, "text": "x"}}),
+                )
+                .await
+            {
+                Err(ClientError::Server(body)) => (body.code, body.message, body.details),
+                Ok(out) => panic!("created in list {list}: {out:?}"),
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+    };
+    let hidden = attempt(1).await; // alice's list: it exists
+    let missing = attempt(99).await;
+    assert_eq!(hidden, missing, "a hidden list looks missing");
+    assert_eq!(hidden.0.as_str(), "validation");
+    // Bob's own list works.
+    bob.call(
+        "todo-item",
+        "create",
+        json!({"data": {"list_id": 2, "text": "mine"}}),
+    )
+    .await
+    .unwrap();
+}
+
+/// Revoking one connection, or one object, on one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_connection_or_an_object() {
+    use dragon_core::auth::Revoke;
+    let app = app(Backend::Sqlite, Limits::default()).await;
+    let (_, own, shared) = seed(&app).await;
+    let bob1 = connect(&app, "bob").await;
+    let bob2 = connect(&app, "bob").await;
+    let mut one = bob1.subscribe("todo-item", json!({})).await.unwrap();
+    let mut two = bob2.subscribe("todo-item", json!({})).await.unwrap();
+    let mut pinned = bob2
+        .subscribe("todo-item", json!({"filter": {"id": shared}}))
+        .await
+        .unwrap();
+    while one.next_within(QUIET).await.is_some() {}
+    while two.next_within(QUIET).await.is_some() {}
+    while pinned.next_within(QUIET).await.is_some() {}
+    let conn = bob1.hello()["conn"].as_str().unwrap().to_owned();
+    app.dragon
+        .revoke(Revoke::Connection { conn })
+        .await
+        .unwrap();
+    let e = one.next_within(WAIT).await.expect("bob1 told");
+    assert_eq!(e.event, "error");
+    assert_eq!(e.data.as_ref().unwrap()["revoked"], "connection");
+    assert!(two.next_within(QUIET).await.is_none(), "bob2 untouched");
+    // One object: the subscription naming it ends; the others reload.
+    app.dragon
+        .revoke(Revoke::Object {
+            route: "todo-item".into(),
+            id: json!(shared),
+        })
+        .await
+        .unwrap();
+    let e = pinned.next_within(WAIT).await.expect("the pinned one ends");
+    assert_eq!(e.event, "error");
+    assert_eq!(e.data.as_ref().unwrap()["revoked"], "object");
+    assert_eq!(
+        two.next_within(WAIT).await.expect("a reload").event,
+        "resync"
+    );
+    // bob2 keeps its user: it subscribes again and sees what the rules allow.
+    let again = bob2
+        .subscribe("todo-item", json!({"snapshot": true}))
+        .await
+        .unwrap();
+    let ids: Vec<i64> = again.reply["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert!(ids.contains(&own) && ids.contains(&shared), "{ids:?}");
+}
