@@ -360,8 +360,18 @@ fn reply(ctx: &Ctx, key: &ViewKey) -> Result<Output, Error> {
 
 /// A closing connection leaves every key it joined, and stops watching the others.
 pub(crate) fn close(conn: &Conn, registry: &Registry) {
+    leave_all(conn, registry, conn.presence.close());
+}
+
+/// The connection's user changed (or lost its access): it leaves and stops watching every
+/// key it had as the previous user; it may join again as the new one.
+pub(crate) fn reset(conn: &Conn, registry: &Registry) {
+    leave_all(conn, registry, conn.presence.reset());
+}
+
+fn leave_all(conn: &Conn, registry: &Registry, keys: Vec<(ViewKey, session::Role)>) {
     let conn_id = conn.id.clone();
-    for (key, role) in conn.presence.close() {
+    for (key, role) in keys {
         registry.unwatch(&key, conn.outbox.id());
         if role.member {
             registry.leave_later(key.0, key.1, conn_id.clone());

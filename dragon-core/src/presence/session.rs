@@ -82,4 +82,14 @@ impl Session {
         keys.closed = true;
         keys.roles.drain().collect()
     }
+
+    /// The connection's user changed: every key it had, and it may join afresh.
+    pub(crate) fn reset(&self) -> Vec<(ViewKey, Role)> {
+        self.keys
+            .lock()
+            .expect("presence keys lock")
+            .roles
+            .drain()
+            .collect()
+    }
 }

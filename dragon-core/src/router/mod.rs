@@ -198,6 +198,7 @@ impl Conn {
         *self.user.write().expect("user lock") = None;
         self.rules.clear();
         self.set_expiry(None);
+        crate::presence::reset(self, hub.presence());
     }
 
     /// The connection's user, for revocation by user.

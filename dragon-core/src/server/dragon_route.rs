@@ -42,6 +42,7 @@ pub(super) async fn call(
                 // Subscriptions were scoped for the previous user: end them, so nothing
                 // they let through reaches the new one (clients subscribe again).
                 ctx.conn.end_subscriptions(&ctx.hub);
+                crate::presence::reset(&ctx.conn, ctx.hub.presence());
             }
             Ok(Output::data(user))
         }

@@ -564,3 +564,40 @@ async fn revoking_a_connection_or_an_object() {
         .collect();
     assert!(ids.contains(&own) && ids.contains(&shared), "{ids:?}");
 }
+
+/// Presence joined as one user does not outlive a switch to another: `dragon.auth` as
+/// someone else leaves every key the connection had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_left_when_the_user_changes() {
+    let app = app(Backend::Sqlite, Limits::default()).await;
+    let (_, _, shared) = seed(&app).await;
+    let bob = connect(&app, "bob").await;
+    let watcher = connect(&app, "alice").await;
+    watcher
+        .call("todo-item", "presence_watch", json!({"key": shared}))
+        .await
+        .unwrap();
+    bob.call("todo-item", "presence_join", json!({"key": shared}))
+        .await
+        .unwrap();
+    let joined = common_presence_event(&watcher).await;
+    assert_eq!(joined.extra["joins"][0]["user"]["name"], "bob");
+    let alice_token = Tokens::new(SECRET).issue(&user("alice")).unwrap();
+    bob.call("dragon", "auth", json!({"token": alice_token}))
+        .await
+        .unwrap();
+    let left = common_presence_event(&watcher).await;
+    assert_eq!(left.extra["leaves"][0]["user"]["name"], "bob", "{left:?}");
+}
+
+async fn common_presence_event(c: &Client) -> dragon_core::protocol::Event {
+    use dragon_core::protocol::ServerFrame;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match c.next_other(left).await.expect("a presence event") {
+            ServerFrame::Event(e) if e.event == "presence" => return e,
+            _ => continue,
+        }
+    }
+}
