@@ -1,53 +1,13 @@
 // Tokens and the auth-related close codes: a `token` option that is a function (sync or async)
 // called before every (re)connection, close 4003 (token expired: final with a fixed token,
 // reconnect with a token function), close 1013 (retried). Driven through a scripted fake
-// WebSocket (the test plays the server), as in client.test.mjs.
+// WebSocket (the test plays the server; test/fake.mjs).
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import '../dragon.js';
+import { sleep, waitUntil, FakeSocket, fakeClient } from './fake.mjs';
 
-const { Dragon, DragonError } = globalThis.dragon;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function waitUntil(fn, timeout) {
-  const end = Date.now() + timeout;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await sleep(5);
-  }
-}
-
-/** A scripted WebSocket: the test plays the server. */
-class FakeSocket {
-  static all = [];
-  constructor(url) {
-    this.url = url;
-    this.sent = [];
-    this.closed = null;
-    FakeSocket.all.push(this);
-  }
-  static last() { return FakeSocket.all[FakeSocket.all.length - 1]; }
-  send(text) { this.sent.push(JSON.parse(text)); }
-  close(code, reason) { this.closed = { code, reason }; }
-  // server side
-  accept(hello = { protocol: 1, conn: 'c' + FakeSocket.all.length, user: null }) {
-    this.onopen?.({});
-    this.frame({ event: 'hello', data: hello });
-  }
-  frame(obj) { this.onmessage?.({ data: JSON.stringify(obj) }); }
-  drop(code = 1006) { this.onclose?.({ code, reason: '', wasClean: false }); }
-  reply(req, data, meta) { this.frame(meta ? { id: req.id, ok: true, data, meta } : { id: req.id, ok: true, data }); }
-  fail(req, code, message, details) { this.frame({ id: req.id, ok: false, error: { code, message, details } }); }
-  take(pred = () => true) {
-    const i = this.sent.findIndex(pred);
-    if (i < 0) throw new Error('no such request; sent: ' + JSON.stringify(this.sent));
-    return this.sent.splice(i, 1)[0];
-  }
-}
-
-function fakeClient(opts = {}) {
-  FakeSocket.all = [];
-  return new Dragon({ url: 'ws://fake/ws', WebSocket: FakeSocket, backoff: () => 5, heartbeat: 0, ...opts });
-}
+const { DragonError } = globalThis.dragon;
 
 describe('close 4003 (token expired)', () => {
   test('with a string token: final, error token_expired, pending calls fail, state closed', async () => {

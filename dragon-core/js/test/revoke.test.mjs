@@ -3,58 +3,37 @@
 // the connection's user. The listed subscriptions end (not re-established after a reconnect),
 // their handlers get the frame, the client emits 'error' and clears `user`; a liveList on one
 // empties, notifies once, exposes `error` and stops. Driven through a scripted fake WebSocket
-// (the test plays the server), as in client.test.mjs.
+// (the test plays the server; test/fake.mjs).
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import '../dragon.js';
+import { tick, sleep, waitUntil, FakeSocket, fakeClient } from './fake.mjs';
 
-const { Dragon, DragonError } = globalThis.dragon;
-const tick = () => new Promise((r) => setTimeout(r, 0));
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function waitUntil(fn, timeout) {
-  const end = Date.now() + timeout;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await sleep(5);
-  }
-}
-
-/** A scripted WebSocket: the test plays the server. */
-class FakeSocket {
-  static all = [];
-  constructor(url) {
-    this.url = url;
-    this.sent = [];
-    this.closed = null;
-    FakeSocket.all.push(this);
-  }
-  static last() { return FakeSocket.all[FakeSocket.all.length - 1]; }
-  send(text) { this.sent.push(JSON.parse(text)); }
-  close(code, reason) { this.closed = { code, reason }; }
-  // server side
-  accept(hello = { protocol: 1, conn: 'c' + FakeSocket.all.length, user: null }) {
-    this.onopen?.({});
-    this.frame({ event: 'hello', data: hello });
-  }
-  frame(obj) { this.onmessage?.({ data: JSON.stringify(obj) }); }
-  drop(code = 1006) { this.onclose?.({ code, reason: '', wasClean: false }); }
-  reply(req, data, meta) { this.frame(meta ? { id: req.id, ok: true, data, meta } : { id: req.id, ok: true, data }); }
-  fail(req, code, message, details) { this.frame({ id: req.id, ok: false, error: { code, message, details } }); }
-  take(pred = () => true) {
-    const i = this.sent.findIndex(pred);
-    if (i < 0) throw new Error('no such request; sent: ' + JSON.stringify(this.sent));
-    return this.sent.splice(i, 1)[0];
-  }
-}
-
-function fakeClient(opts = {}) {
-  FakeSocket.all = [];
-  return new Dragon({ url: 'ws://fake/ws', WebSocket: FakeSocket, backoff: () => 5, heartbeat: 0, ...opts });
-}
+const { DragonError } = globalThis.dragon;
 
 const REVOKED = { code: 'forbidden', message: 'access revoked' };
 const revoke = (ws, route, subs) => ws.frame({ event: 'error', route, subs, data: REVOKED });
 const isSubscribe = (r) => r.verb === 'subscribe';
+
+/** A fake client connected as `user`, its socket, and the 'error' events it emits. */
+function connect(user = null, opts = {}) {
+  const c = fakeClient(opts);
+  const ws = FakeSocket.last();
+  ws.accept({ protocol: 1, conn: 'c1', user });
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  return { c, ws, errors };
+}
+
+/** The server drops `ws`: wait for the client's next socket, accept it and return it. */
+async function reconnect(ws) {
+  const n = FakeSocket.all.length;
+  ws.drop();
+  await waitUntil(() => FakeSocket.all.length === n + 1, 1000);
+  const next = FakeSocket.last();
+  next.accept();
+  return next;
+}
 
 /** Subscribe with a handler recording its frames; the fake server answers with `subId`. */
 async function subscribeAs(c, ws, route, filter, subId, extra = {}) {
@@ -80,11 +59,7 @@ async function liveListAs(c, ws, route, filter, subId, items, options) {
 
 describe('revoked access: subscriptions', () => {
   test('the error event ends the listed subscriptions; handlers get it; the client emits error', async () => {
-    const c = fakeClient();
-    const ws = FakeSocket.last();
-    ws.accept({ protocol: 1, conn: 'c1', user: { id: 7, name: 'ann' } });
-    const errors = [];
-    c.on('error', (e) => errors.push(e));
+    const { c, ws, errors } = connect({ id: 7, name: 'ann' });
     const a = await subscribeAs(c, ws, 'todo-item', { list_id: 1 }, 's1');
     const b = await subscribeAs(c, ws, 'todo-item', { list_id: 2 }, 's2');
     const d = await subscribeAs(c, ws, 'todo-item', { list_id: 3 }, 's3');
@@ -146,20 +121,14 @@ describe('revoked access: subscriptions', () => {
   });
 
   test('after a reconnect the ended subscriptions are not resubscribed, the others are', async () => {
-    const c = fakeClient();
-    const ws = FakeSocket.last();
-    ws.accept();
+    const { c, ws } = connect();
     const a = await subscribeAs(c, ws, 'todo-item', { list_id: 1 }, 's1');
     const b = await subscribeAs(c, ws, 'todo-item', { list_id: 2 }, 's2');
     const d = await subscribeAs(c, ws, 'todo-item', { list_id: 3 }, 's3');
-    c.on('error', () => {});
     revoke(ws, 'todo-item', ['s1', 's3']);
     ws.frame({ event: 'updated', route: 'todo-item', subs: ['s2'], data: { id: 5, done: true }, position: 'p5' });
 
-    ws.drop();
-    await waitUntil(() => FakeSocket.all.length === 2, 1000);
-    const ws2 = FakeSocket.last();
-    ws2.accept();
+    const ws2 = await reconnect(ws);
     await tick();
     const subs = ws2.sent.filter(isSubscribe);
     assert.equal(subs.length, 1, 'only s2 is re-established: ' + JSON.stringify(subs));
@@ -176,20 +145,14 @@ describe('revoked access: subscriptions', () => {
     assert.equal(d.sub.active, false);
 
     // once more: still not resubscribed
-    ws2.drop();
-    await waitUntil(() => FakeSocket.all.length === 3, 1000);
-    const ws3 = FakeSocket.last();
-    ws3.accept();
+    const ws3 = await reconnect(ws2);
     await tick();
     assert.equal(ws3.sent.filter(isSubscribe).length, 1);
     c.disconnect();
   });
 
   test('client.user becomes null, and auth() sets it again', async () => {
-    const c = fakeClient({ token: 't1' });
-    const ws = FakeSocket.last();
-    ws.accept({ protocol: 1, conn: 'c1', user: { id: 7 } });
-    c.on('error', () => {});
+    const { c, ws } = connect({ id: 7 }, { token: 't1' });
     await subscribeAs(c, ws, 'todo-item', {}, 's1');
     assert.deepEqual(c.user, { id: 7 });
     revoke(ws, 'todo-item', ['s1']);
@@ -206,11 +169,7 @@ describe('revoked access: subscriptions', () => {
   });
 
   test('an error frame naming only unknown ids still clears the user and reports the error', async () => {
-    const c = fakeClient();
-    const ws = FakeSocket.last();
-    ws.accept({ protocol: 1, conn: 'c1', user: { id: 7 } });
-    const errors = [];
-    c.on('error', (e) => errors.push(e));
+    const { c, ws, errors } = connect({ id: 7 });
     const b = await subscribeAs(c, ws, 'todo-item', {}, 's2');
     revoke(ws, 'todo-item', ['s8']);
     assert.equal(c.user, null);
@@ -224,11 +183,7 @@ describe('revoked access: subscriptions', () => {
 
 describe('revoked access: liveList', () => {
   test('a liveList on a revoked subscription empties, notifies once, exposes .error and does not reload', async () => {
-    const c = fakeClient();
-    const ws = FakeSocket.last();
-    ws.accept({ protocol: 1, conn: 'c1', user: { id: 7 } });
-    const errors = [];
-    c.on('error', (e) => errors.push(e));
+    const { c, ws, errors } = connect({ id: 7 });
     const calls = [];
     const ll = await liveListAs(c, ws, 'todo-item', { list_id: 1 }, 's1',
       [{ id: 2, text: 'b' }, { id: 1, text: 'a' }], { onChange: (items, change) => calls.push({ items, change }) });
@@ -270,10 +225,7 @@ describe('revoked access: liveList', () => {
     await ll.close();
     assert.deepEqual(ws.sent, []);
     // nor after a reconnect
-    ws.drop();
-    await waitUntil(() => FakeSocket.all.length === 2, 1000);
-    const ws2 = FakeSocket.last();
-    ws2.accept();
+    const ws2 = await reconnect(ws);
     await sleep(20);
     assert.deepEqual(ws2.sent.filter(isSubscribe), []);
     assert.equal(calls.length, 2);
@@ -282,10 +234,7 @@ describe('revoked access: liveList', () => {
   });
 
   test('ready rejects with the error if access is revoked before it resolved', async () => {
-    const c = fakeClient();
-    const ws = FakeSocket.last();
-    ws.accept();
-    c.on('error', () => {});
+    const { c, ws } = connect();
     const calls = [];
     const ll = c.liveList('todo-item', { list_id: 1 }, { onChange: (items, change) => calls.push({ items, change }) });
     await tick();
@@ -303,10 +252,7 @@ describe('revoked access: liveList', () => {
   });
 
   test('an empty liveList still gets onChange([]) once', async () => {
-    const c = fakeClient();
-    const ws = FakeSocket.last();
-    ws.accept();
-    c.on('error', () => {});
+    const { c, ws } = connect();
     const ll = await liveListAs(c, ws, 'todo-item', {}, 's1', []);
     const calls = [];
     ll.onChange((items, change) => calls.push([items, change.event]));
@@ -317,10 +263,7 @@ describe('revoked access: liveList', () => {
   });
 
   test('unrelated subscriptions and liveLists keep working', async () => {
-    const c = fakeClient();
-    const ws = FakeSocket.last();
-    ws.accept({ protocol: 1, conn: 'c1', user: { id: 7 } });
-    c.on('error', () => {});
+    const { c, ws } = connect({ id: 7 });
     const gone = await liveListAs(c, ws, 'todo-item', { list_id: 1 }, 's1', [{ id: 1 }]);
     const kept = await liveListAs(c, ws, 'todo-item', { list_id: 2 }, 's2', [{ id: 10 }]);
     const lists = await liveListAs(c, ws, 'todo-list', {}, 's3', [{ id: 100 }]);
@@ -356,10 +299,7 @@ describe('revoked access: liveList', () => {
     assert.deepEqual(kept.items.map((r) => r.id), [12]);
 
     // and a reconnect re-establishes the unrelated ones only
-    ws.drop();
-    await waitUntil(() => FakeSocket.all.length === 2, 1000);
-    const ws2 = FakeSocket.last();
-    ws2.accept();
+    const ws2 = await reconnect(ws);
     await tick();
     const subs = ws2.sent.filter(isSubscribe);
     assert.equal(subs.length, 3, JSON.stringify(subs));
@@ -368,16 +308,9 @@ describe('revoked access: liveList', () => {
   });
 
   test('a refused resume after a reconnect (not a revocation) leaves the liveList open', async () => {
-    const c = fakeClient();
-    const ws = FakeSocket.last();
-    ws.accept();
-    const errors = [];
-    c.on('error', (e) => errors.push(e));
+    const { c, ws, errors } = connect();
     const ll = await liveListAs(c, ws, 'todo-item', {}, 's1', [{ id: 1 }]);
-    ws.drop();
-    await waitUntil(() => FakeSocket.all.length === 2, 1000);
-    const ws2 = FakeSocket.last();
-    ws2.accept();
+    const ws2 = await reconnect(ws);
     await tick();
     ws2.fail(ws2.take(isSubscribe), 'forbidden', 'no');
     await tick();

@@ -1,44 +1,12 @@
 // Versioned change events (`version` on created/updated/deleted): liveList applies each version
 // of an object at most once and never goes back, raw handlers get the frames as sent. Driven
-// through a scripted fake WebSocket (the test plays the server), as in client.test.mjs.
+// through a scripted fake WebSocket (the test plays the server; test/fake.mjs).
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import '../dragon.js';
+import { sleep, FakeSocket, fakeClient } from './fake.mjs';
 
-const { Dragon, liveList } = globalThis.dragon;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** A scripted WebSocket: the test plays the server. */
-class FakeSocket {
-  static all = [];
-  constructor(url) {
-    this.url = url;
-    this.sent = [];
-    this.closed = null;
-    FakeSocket.all.push(this);
-  }
-  static last() { return FakeSocket.all[FakeSocket.all.length - 1]; }
-  send(text) { this.sent.push(JSON.parse(text)); }
-  close(code, reason) { this.closed = { code, reason }; }
-  // server side
-  accept(hello = { protocol: 1, conn: 'c' + FakeSocket.all.length, user: null }) {
-    this.onopen?.({});
-    this.frame({ event: 'hello', data: hello });
-  }
-  frame(obj) { this.onmessage?.({ data: JSON.stringify(obj) }); }
-  drop(code = 1006) { this.onclose?.({ code, reason: '', wasClean: false }); }
-  reply(req, data, meta) { this.frame(meta ? { id: req.id, ok: true, data, meta } : { id: req.id, ok: true, data }); }
-  take(pred = () => true) {
-    const i = this.sent.findIndex(pred);
-    if (i < 0) throw new Error('no such request; sent: ' + JSON.stringify(this.sent));
-    return this.sent.splice(i, 1)[0];
-  }
-}
-
-function fakeClient(opts = {}) {
-  FakeSocket.all = [];
-  return new Dragon({ url: 'ws://fake/ws', WebSocket: FakeSocket, backoff: () => 5, heartbeat: 0, ...opts });
-}
+const { liveList } = globalThis.dragon;
 
 /**
  * A connected fake client with a liveList on todo-item (sub `s1`, snapshot `rows`, sorted by

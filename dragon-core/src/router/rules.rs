@@ -108,14 +108,14 @@ impl Rule {
     }
 }
 
-/// A route's verb rules. Empty: every verb is allowed (subject to row rules).
+/// A route's verb rules, by verb name. Empty: every verb is allowed (subject to row rules).
 #[derive(Clone, Default)]
-pub(crate) struct VerbRules(HashMap<Verb, Rule>);
+pub(crate) struct VerbRules(HashMap<String, Rule>);
 
 impl VerbRules {
-    pub(crate) fn permit(&mut self, verbs: &[Verb], rule: Rule) {
+    pub(crate) fn permit<'a>(&mut self, verbs: impl IntoIterator<Item = &'a str>, rule: Rule) {
         for v in verbs {
-            self.0.insert(*v, rule.clone());
+            self.0.insert(v.to_owned(), rule.clone());
         }
     }
 
@@ -125,8 +125,7 @@ impl VerbRules {
         if self.0.is_empty() || verb == "unsubscribe" {
             return Ok(());
         }
-        let rule = verb.parse::<Verb>().ok().and_then(|v| self.0.get(&v));
-        match (rule, user) {
+        match (self.0.get(verb), user) {
             (Some(rule), _) => rule.admit(user, verb),
             (None, None) => Err(Error::Unauthenticated),
             (None, Some(_)) => Err(Error::Forbidden(format!("you may not {verb} here"))),
@@ -143,6 +142,25 @@ pub type RowRule = Arc<dyn Fn(Option<&Value>) -> Result<Value, Error> + Send + S
 pub(crate) enum RowRuleKind {
     Read,
     Write,
+}
+
+/// `rule` for the caller's user as a filter over `schema` (everything without a rule),
+/// compiled once per connection, route and user.
+pub(crate) fn row_filter(
+    ctx: &super::Ctx,
+    route: &str,
+    kind: RowRuleKind,
+    rule: Option<&RowRule>,
+    schema: &crate::schema::Schema,
+) -> Result<Filter, Error> {
+    let Some(rule) = rule else {
+        return Ok(Filter::all());
+    };
+    ctx.conn.rules.get_or_compile(route, kind, || {
+        let value = rule(ctx.user().as_ref())?;
+        Filter::parse(Some(&value), schema)
+            .map_err(|e| Error::Internal(format!("the row rule of {route:?} is invalid: {e}")))
+    })
 }
 
 /// Row-rule filters compiled for one connection's current user, per route and kind;
@@ -192,9 +210,9 @@ mod tests {
     fn declared_rules_deny_every_other_verb() {
         let mut rules = VerbRules::default();
         assert!(rules.check("delete", None).is_ok(), "no rules: open");
-        rules.permit(&Verb::READ, Rule::Anyone);
-        rules.permit(&[Verb::Create], Rule::Authenticated);
-        rules.permit(&[Verb::Delete], Rule::user(|u| u["staff"] == true));
+        rules.permit(Verb::READ.map(Verb::as_str), Rule::Anyone);
+        rules.permit(["create"], Rule::Authenticated);
+        rules.permit(["delete"], Rule::user(|u| u["staff"] == true));
         let (bob, alice) = (json!({"id": 2}), json!({"id": 1, "staff": true}));
         assert!(rules.check("get_list", None).is_ok());
         assert!(matches!(

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::rules::{RowRule, Rule};
+use super::rules::{RowRule, RowRuleKind, Rule, VerbRules, row_filter};
 use super::{Ctx, Router};
 use crate::error::Error;
 use crate::filter::Filter;
@@ -99,7 +99,7 @@ pub struct Verbs<S = ()> {
     name: String,
     state: S,
     handlers: HashMap<String, Handler<S>>,
-    rules: HashMap<String, Rule>,
+    rules: VerbRules,
     readable: Option<RowRule>,
     events: Option<Schema>,
 }
@@ -121,7 +121,7 @@ impl<S: Clone + Send + Sync + 'static> Verbs<S> {
             name: name.into(),
             state,
             handlers: HashMap::new(),
-            rules: HashMap::new(),
+            rules: VerbRules::default(),
             readable: None,
             events: None,
         }
@@ -205,22 +205,8 @@ impl<S: Clone + Send + Sync + 'static> Verbs<S> {
 
     /// Who may call `verbs`. Once any rule is declared, verbs without one are refused.
     pub fn permit(mut self, verbs: &[&str], rule: Rule) -> Self {
-        for v in verbs {
-            self.rules.insert((*v).to_owned(), rule.clone());
-        }
+        self.rules.permit(verbs.iter().copied(), rule);
         self
-    }
-
-    fn check(&self, ctx: &Ctx, verb: &str) -> Result<(), Error> {
-        if self.rules.is_empty() || verb == "unsubscribe" {
-            return Ok(());
-        }
-        let user = ctx.user();
-        match (self.rules.get(verb), &user) {
-            (Some(rule), _) => rule.admit(user.as_ref(), verb),
-            (None, None) => Err(Error::Unauthenticated),
-            (None, Some(_)) => Err(Error::Forbidden(format!("you may not {verb} here"))),
-        }
     }
 
     async fn subscribe(&self, ctx: &Ctx, sub: Subscribe) -> Result<Output, Error> {
@@ -230,18 +216,14 @@ impl<S: Clone + Send + Sync + 'static> Verbs<S> {
                 self.name
             ))
         })?;
-        let mut filter = Filter::parse(sub.filter.as_ref(), schema)?;
-        if let Some(rule) = &self.readable {
-            let user = ctx.user();
-            let allowed = rule(user.as_ref())?;
-            let allowed = Filter::parse(Some(&allowed), schema).map_err(|e| {
-                Error::Internal(format!(
-                    "the readable rule of {:?} is invalid: {e}",
-                    self.name
-                ))
-            })?;
-            filter = allowed.and(filter);
-        }
+        let readable = row_filter(
+            ctx,
+            &self.name,
+            RowRuleKind::Read,
+            self.readable.as_ref(),
+            schema,
+        )?;
+        let filter = readable.and(Filter::parse(sub.filter.as_ref(), schema)?);
         let start = match sub.since.as_deref() {
             None => Start::Now,
             Some(p) => p.parse().map_or(Start::Unknown, Start::After),
@@ -275,7 +257,7 @@ impl<S: Clone + Send + Sync + 'static> Router for Verbs<S> {
                 verb: verb.to_owned(),
             });
         }
-        self.check(ctx, verb)?;
+        self.rules.check(verb, ctx.user().as_ref())?;
         let reply = match self.handlers.get(verb) {
             Some(handler) => handler(self.state.clone(), ctx.clone(), args).await?,
             None if verb == "subscribe" && self.events.is_some() => {

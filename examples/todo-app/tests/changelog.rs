@@ -18,26 +18,7 @@ use serde_json::{Value, json};
 
 /// Every row of `list` as the database has it now: id -> row.
 async fn rows(c: &Client, list: i64) -> HashMap<i64, Value> {
-    let mut out = HashMap::new();
-    for page in 1.. {
-        let got = c
-            .call(
-                "todo-item",
-                "get_list",
-                json!({"filter": {"list_id": list}, "per_page": 500, "page": page}),
-            )
-            .await
-            .expect("get_list")
-            .data;
-        let got = got.as_array().expect("rows").clone();
-        for row in &got {
-            out.insert(row["id"].as_i64().unwrap(), row.clone());
-        }
-        if got.len() < 500 {
-            break;
-        }
-    }
-    out
+    common::items_by_id(c, list).await
 }
 
 /// A subscriber's view of a list, built from events only (and reloads when told to).

@@ -16,24 +16,7 @@ use redis_support::{NodeProcess, delete_keys, isolated_options, redis_url};
 use serde_json::json;
 
 async fn ids_in_database(c: &Client, list: i64) -> HashSet<i64> {
-    let mut ids = HashSet::new();
-    let mut page = 1;
-    loop {
-        let out = c
-            .call(
-                "todo-item",
-                "get_list",
-                json!({"filter": {"list_id": list}, "per_page": 500, "page": page}),
-            )
-            .await
-            .expect("get_list");
-        let rows = out.data.as_array().unwrap().clone();
-        ids.extend(rows.iter().map(|r| r["id"].as_i64().unwrap()));
-        if rows.len() < 500 {
-            return ids;
-        }
-        page += 1;
-    }
+    common::items_by_id(c, list).await.into_keys().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

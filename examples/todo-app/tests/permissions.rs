@@ -3,6 +3,8 @@
 //! user another's object. Identity from signed, expiring tokens.
 
 mod common;
+#[path = "common/presence.rs"]
+mod presence_support;
 #[path = "common/redis.rs"]
 mod redis_support;
 
@@ -580,24 +582,12 @@ async fn presence_is_left_when_the_user_changes() {
     bob.call("todo-item", "presence_join", json!({"key": shared}))
         .await
         .unwrap();
-    let joined = common_presence_event(&watcher).await;
+    let joined = presence_support::expect_presence(&watcher).await;
     assert_eq!(joined.extra["joins"][0]["user"]["name"], "bob");
     let alice_token = Tokens::new(SECRET).issue(&user("alice")).unwrap();
     bob.call("dragon", "auth", json!({"token": alice_token}))
         .await
         .unwrap();
-    let left = common_presence_event(&watcher).await;
+    let left = presence_support::expect_presence(&watcher).await;
     assert_eq!(left.extra["leaves"][0]["user"]["name"], "bob", "{left:?}");
-}
-
-async fn common_presence_event(c: &Client) -> dragon_core::protocol::Event {
-    use dragon_core::protocol::ServerFrame;
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match c.next_other(left).await.expect("a presence event") {
-            ServerFrame::Event(e) if e.event == "presence" => return e,
-            _ => continue,
-        }
-    }
 }

@@ -24,26 +24,11 @@ fn normalized(mut row: Value) -> Value {
 }
 
 async fn stored(c: &Client, list: i64) -> HashMap<i64, Value> {
-    let mut out = HashMap::new();
-    for page in 1.. {
-        let got = c
-            .call(
-                "todo-item",
-                "get_list",
-                json!({"filter": {"list_id": list}, "per_page": 500, "page": page}),
-            )
-            .await
-            .expect("get_list")
-            .data;
-        let got = got.as_array().unwrap().clone();
-        for row in &got {
-            out.insert(row["id"].as_i64().unwrap(), normalized(row.clone()));
-        }
-        if got.len() < 500 {
-            return out;
-        }
-    }
-    unreachable!()
+    common::items_by_id(c, list)
+        .await
+        .into_iter()
+        .map(|(id, row)| (id, normalized(row)))
+        .collect()
 }
 
 /// Applies events until `mirror` holds what the database holds (5 s at most).

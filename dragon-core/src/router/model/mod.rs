@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 mod read;
 
-use super::rules::{RowRule, RowRuleKind, Rule, Verb, VerbRules};
+use super::rules::{RowRule, RowRuleKind, Rule, Verb, VerbRules, row_filter};
 use super::validate::Validator;
 use super::{Ctx, Router};
 use crate::error::{Error, FieldErrors, arg};
@@ -281,7 +281,8 @@ where
     ///     .permit(&Verb::WRITE, Rule::user(|u| u["staff"] == true))
     /// ```
     pub fn permit(mut self, verbs: &[Verb], rule: Rule) -> Self {
-        self.verb_rules.permit(verbs, rule);
+        self.verb_rules
+            .permit(verbs.iter().map(|v| v.as_str()), rule);
         self
     }
 
@@ -422,13 +423,7 @@ where
             RowRuleKind::Read => &self.readable,
             RowRuleKind::Write => &self.writable_rows,
         };
-        let Some(rule) = rule else {
-            return Ok(Filter::all());
-        };
-        ctx.conn.rules.get_or_compile(M::ROUTE, kind, || {
-            let user = ctx.user();
-            self.rule_filter(&rule(user.as_ref())?, "row rule")
-        })
+        row_filter(ctx, M::ROUTE, kind, rule.as_ref(), &self.scope_schema)
     }
 
     fn rule_filter(&self, value: &Value, what: &str) -> Result<Filter, Error> {

@@ -216,3 +216,30 @@ pub async fn expect_quiet(sub: &mut dragon_core::client::Subscription) {
         panic!("unexpected event {e:?}");
     }
 }
+
+/// Every item of `list` as the server answers `get_list` (page by page), by id.
+pub async fn items_by_id(
+    c: &dragon_core::client::Client,
+    list: i64,
+) -> std::collections::HashMap<i64, serde_json::Value> {
+    let mut out = std::collections::HashMap::new();
+    for page in 1.. {
+        let got = c
+            .call(
+                "todo-item",
+                "get_list",
+                serde_json::json!({"filter": {"list_id": list}, "per_page": 500, "page": page}),
+            )
+            .await
+            .expect("get_list")
+            .data;
+        let rows = got.as_array().expect("rows");
+        for row in rows {
+            out.insert(row["id"].as_i64().expect("id"), row.clone());
+        }
+        if rows.len() < 500 {
+            break;
+        }
+    }
+    out
+}
