@@ -72,6 +72,44 @@ impl TestServer {
         Client::connect(&self.ws_url()).await
     }
 
+    /// A client connected with `token` (as `?token=`).
+    pub async fn client_with_token(&self, token: &str) -> Result<Client, ClientError> {
+        Client::connect(&format!("{}?token={token}", self.ws_url())).await
+    }
+
+    /// `POST`s `body` as JSON to `path` of the app (a login endpoint, say): the status and
+    /// the JSON answer (`null` if it is not JSON).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> std::io::Result<(u16, serde_json::Value)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = body.to_string();
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await?;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let text = String::from_utf8_lossy(&raw);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {text:?}")))?;
+        let json = text
+            .split_once("\r\n\r\n")
+            .and_then(|(_, b)| serde_json::from_str(b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        Ok((status, json))
+    }
+
     /// Stops the server gracefully (clients get 1001) and waits for it, at most 10 s.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
