@@ -104,6 +104,30 @@ pub struct Verbs<S = ()> {
     events: Option<Schema>,
 }
 
+/// A verb handler over JSON: arguments in, reply out.
+pub(crate) type DataHandler =
+    Arc<dyn Fn(Ctx, Value) -> BoxFuture<Result<Value, Error>> + Send + Sync>;
+
+/// A typed handler as a [`DataHandler`]: arguments deserialized into `A` (`bad_request`
+/// naming what does not fit), the reply serialized from `R`.
+pub(crate) fn data_handler<A, R, F, Fut>(handler: F) -> DataHandler
+where
+    A: DeserializeOwned + Send + 'static,
+    R: Serialize + 'static,
+    F: Fn(Ctx, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, Error>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(move |ctx, args| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            let reply = handler(ctx, parse_args(args)?).await?;
+            serde_json::to_value(reply)
+                .map_err(|e| Error::Internal(format!("the reply does not serialize: {e}")))
+        })
+    })
+}
+
 /// Parses a verb's arguments; a `bad_request` naming what does not fit.
 fn parse_args<A: DeserializeOwned>(args: Value) -> Result<A, Error> {
     let args = if args.is_null() {
@@ -140,15 +164,10 @@ impl<S: Clone + Send + Sync + 'static> Verbs<S> {
         let handler = Arc::new(handler);
         self.add(
             name,
-            Arc::new(move |state, ctx, args| {
+            Arc::new(move |state: S, ctx, args| {
                 let handler = handler.clone();
-                Box::pin(async move {
-                    let reply = handler(state, ctx, parse_args(args)?).await?;
-                    let value = serde_json::to_value(reply).map_err(|e| {
-                        Error::Internal(format!("the reply does not serialize: {e}"))
-                    })?;
-                    Ok(Reply::Data(value))
-                })
+                let typed = data_handler(move |ctx, a: A| handler(state.clone(), ctx, a));
+                Box::pin(async move { Ok(Reply::Data(typed(ctx, args).await?)) })
             }),
         )
     }

@@ -1,6 +1,6 @@
 //! The model router: one sea-orm model's CRUD, queries and live subscriptions on a route.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -58,6 +58,7 @@ pub struct ModelRouter<M> {
     writable_rows: Option<RowRule>,
     max_snapshot: usize,
     presence: Option<Presence>,
+    verbs: HashMap<String, super::verbs::DataHandler>,
     _model: PhantomData<fn() -> M>,
 }
 
@@ -142,6 +143,7 @@ where
             writable_rows: None,
             max_snapshot: DEFAULT_MAX_SNAPSHOT,
             presence: None,
+            verbs: HashMap::new(),
             _model: PhantomData,
         }
     }
@@ -311,6 +313,33 @@ where
         rule: impl Fn(Option<&Value>) -> Result<Value, Error> + Send + Sync + 'static,
     ) -> Self {
         self.writable_rows = Some(Arc::new(rule));
+        self
+    }
+
+    /// A verb of the route's own beside the model ones (`post.like`, say), with typed
+    /// arguments and reply like [`super::Verbs::verb`]; subject to [`ModelRouter::permit`]
+    /// under its name.
+    #[track_caller]
+    pub fn verb<A, R, F, Fut>(mut self, name: &str, handler: F) -> Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+        F: Fn(Ctx, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Error>> + Send + 'static,
+    {
+        assert!(
+            name.parse::<Verb>().is_err(),
+            "dragon: {name:?} is a model verb of {:?}",
+            M::ROUTE
+        );
+        self.verbs
+            .insert(name.to_owned(), super::verbs::data_handler(handler));
+        self
+    }
+
+    /// Who may use custom verbs declared with [`ModelRouter::verb`].
+    pub fn permit_verbs(mut self, verbs: &[&str], rule: Rule) -> Self {
+        self.verb_rules.permit(verbs.iter().copied(), rule);
         self
     }
 
@@ -775,6 +804,12 @@ where
     }
 
     async fn call(&self, ctx: &Ctx, verb: &str, args: Value) -> Result<Output, Error> {
+        if verb.parse::<Verb>().is_err() && !self.verbs.contains_key(verb) {
+            return Err(Error::UnknownVerb {
+                route: M::ROUTE.to_owned(),
+                verb: verb.to_owned(),
+            });
+        }
         self.verb_rules.check(verb, ctx.user().as_ref())?;
         if let Some(authorize) = &self.authorize {
             authorize(ctx, verb)?;
@@ -804,10 +839,13 @@ where
                     .ok_or_else(|| Error::bad_request("sub must be a string"))?;
                 ctx.unsubscribe(sub)
             }
-            _ => Err(Error::UnknownVerb {
-                route: M::ROUTE.to_owned(),
-                verb: verb.to_owned(),
-            }),
+            v => match self.verbs.get(v) {
+                Some(handler) => Ok(Output::data(handler(ctx.clone(), args).await?)),
+                None => Err(Error::UnknownVerb {
+                    route: M::ROUTE.to_owned(),
+                    verb: verb.to_owned(),
+                }),
+            },
         }
     }
 }
