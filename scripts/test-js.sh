@@ -2,7 +2,7 @@
 # Run the JS client's tests against the real todo-app server:
 #   1. make sure chromium, node >= 20 and the npm dev dependencies (ws, playwright-core) are there
 #      (installing them if missing: apt-get for chromium, npm ci for the packages);
-#   2. build the servers and the CLI: cargo build -p todo-app -p whisper -p dragon-cli (honours CARGO_TARGET_DIR);
+#   2. build the servers and the CLI: cargo build -p todo-app -p whisper -p liveblog -p dragon-cli (honours CARGO_TARGET_DIR);
 #   3. node --test dragon-core/js/test/   (client API, subscriptions, liveList, reconnection)
 #      node --test dragon-core/js/e2e/    (two headless Chromium pages on the todo-app, and on a
 #                                          project made by `dragon createproject` and built here)
@@ -67,8 +67,8 @@ if [ ! -d "$JS/node_modules/ws" ] || [ ! -d "$JS/node_modules/playwright-core" ]
 fi
 
 # --- the server and the CLI -----------------------------------------------------------------
-log "cargo build -p todo-app -p whisper -p dragon-cli"
-(cd "$ROOT" && cargo build -p todo-app -p whisper -p dragon-cli) || die "cargo build -p todo-app -p whisper -p dragon-cli failed"
+log "cargo build -p todo-app -p whisper -p liveblog -p dragon-cli"
+(cd "$ROOT" && cargo build -p todo-app -p whisper -p liveblog -p dragon-cli) || die "cargo build of the servers and the CLI failed"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
 export DRAGON_TODO_BIN="$TARGET/debug/todo-app"
@@ -78,6 +78,9 @@ export DRAGON_BIN="$TARGET/debug/dragon"
 # e2e/whisper.test.mjs runs the Whisper chat example
 export WHISPER_BIN="$TARGET/debug/whisper"
 [ -x "$WHISPER_BIN" ] || die "built whisper not found at $WHISPER_BIN"
+# e2e/liveblog.test.mjs runs the live blog example
+export LIVEBLOG_BIN="$TARGET/debug/liveblog"
+[ -x "$LIVEBLOG_BIN" ] || die "built liveblog not found at $LIVEBLOG_BIN"
 [ -x "$DRAGON_BIN" ] || die "built CLI not found at $DRAGON_BIN"
 
 # --- tests ----------------------------------------------------------------------------------

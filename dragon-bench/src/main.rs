@@ -15,10 +15,11 @@
 //! as a table with Dragon's throughput as a ratio of the reference measured in the same run.
 //!
 //! `-- --presence` runs the presence benchmark instead (see `presence.rs`), `-- --writes`
-//! the write benchmark (see `writes.rs`).
+//! the write benchmark (see `writes.rs`), `-- --likes` the live blog's likes (see `likes/`).
 
 mod brokers;
 mod clients;
+mod likes;
 mod presence;
 mod reference;
 mod subject;
@@ -72,6 +73,9 @@ pub struct Args {
     /// The write benchmark (`--writes`) and its options.
     #[command(flatten)]
     pub writes: writes::Options,
+    /// The likes benchmark (`--likes`) and its options.
+    #[command(flatten)]
+    pub likes: likes::Options,
 }
 
 fn raise_fd_limit(needed: u64) {
@@ -104,6 +108,11 @@ fn main() {
     }
     if args.writes.writes {
         writes::main(&args.writes);
+        return;
+    }
+    if args.likes.likes {
+        raise_fd_limit(args.likes.connections() as u64 + 1024);
+        likes::main(&args.likes);
         return;
     }
     let max_clients = args.clients.iter().copied().max().unwrap_or(0) as u64;

@@ -120,12 +120,37 @@ pub async fn broker_from_env() -> Result<Arc<dyn Broker>, dragon_core::broker::B
     }
 }
 
-/// The whole HTTP app: Dragon's routes and login.
+/// The whole HTTP app: Dragon's routes, login, and the pages (front page, blog, author).
 pub fn app(dragon: &Dragon, accounts: Accounts) -> axum::Router {
+    let page = |body: &'static str, mime: &'static str| {
+        axum::routing::get(
+            move || async move { ([(axum::http::header::CONTENT_TYPE, mime)], body) },
+        )
+    };
+    const HTML: &str = "text/html; charset=utf-8";
     let auth = axum::Router::new()
         .route("/login", post(accounts::login))
         .with_state(accounts);
-    dragon.router().merge(auth)
+    dragon
+        .router()
+        .merge(auth)
+        .route("/", page(include_str!("../static/index.html"), HTML))
+        .route("/blog", page(include_str!("../static/blog.html"), HTML))
+        .route("/author", page(include_str!("../static/author.html"), HTML))
+        .route(
+            "/static/liveblog.js",
+            page(
+                include_str!("../static/liveblog.js"),
+                "text/javascript; charset=utf-8",
+            ),
+        )
+        .route(
+            "/static/style.css",
+            page(
+                include_str!("../static/style.css"),
+                "text/css; charset=utf-8",
+            ),
+        )
 }
 
 /// For tests: the user object of an account, as tokens carry it.
