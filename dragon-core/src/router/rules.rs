@@ -142,6 +142,7 @@ pub type RowRule = Arc<dyn Fn(Option<&Value>) -> Result<Value, Error> + Send + S
 pub(crate) enum RowRuleKind {
     Read,
     Write,
+    Delete,
 }
 
 /// `rule` for the caller's user as a filter over `schema` (everything without a rule),

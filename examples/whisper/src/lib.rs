@@ -107,8 +107,12 @@ pub fn builder(db: &DatabaseConnection, tokens: Tokens) -> dragon_core::server::
         })
         .server_set("created_at", |_| now())
         .readable_by(readable)
-        // Your own messages; staff may also remove anyone's.
+        // You edit your own messages; staff may also delete anyone's.
         .writable_by(|user| {
+            let user = user.ok_or(Error::Unauthenticated)?;
+            Ok(json!({"user": user["username"]}))
+        })
+        .deletable_by(|user| {
             let user = user.ok_or(Error::Unauthenticated)?;
             Ok(if is_staff(user) {
                 json!({})

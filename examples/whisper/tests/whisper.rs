@@ -321,7 +321,17 @@ async fn messages_are_edited_and_deleted_by_their_authors_and_paged_newest_first
         .await,
     );
     assert_eq!(code, "validation");
-    // Staff may delete anyone's message; authors their own.
+    // Staff may delete anyone's message, but edit only their own.
+    let (code, _) = error(
+        alice
+            .call(
+                "message",
+                "update",
+                json!({"id": mine["id"], "data": {"text": "x"}}),
+            )
+            .await,
+    );
+    assert_eq!(code, "forbidden");
     alice
         .call("message", "delete", json!({"id": mine["id"]}))
         .await

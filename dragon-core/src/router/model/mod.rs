@@ -56,6 +56,7 @@ pub struct ModelRouter<M> {
     verb_rules: VerbRules,
     readable: Option<RowRule>,
     writable_rows: Option<RowRule>,
+    deletable_rows: Option<RowRule>,
     max_snapshot: usize,
     presence: Option<Presence>,
     verbs: HashMap<String, super::verbs::DataHandler>,
@@ -141,6 +142,7 @@ where
             verb_rules: VerbRules::default(),
             readable: None,
             writable_rows: None,
+            deletable_rows: None,
             max_snapshot: DEFAULT_MAX_SNAPSHOT,
             presence: None,
             verbs: HashMap::new(),
@@ -343,6 +345,16 @@ where
         self
     }
 
+    /// The rows a user may delete, when that differs from [`ModelRouter::writable_by`]
+    /// (e.g. moderators delete anyone's messages but edit only their own).
+    pub fn deletable_by(
+        mut self,
+        rule: impl Fn(Option<&Value>) -> Result<Value, Error> + Send + Sync + 'static,
+    ) -> Self {
+        self.deletable_rows = Some(Arc::new(rule));
+        self
+    }
+
     /// The most objects a `subscribe` snapshot may return (default 10,000); more is a
     /// `bad_request`, so one subscription cannot make the server load a whole table.
     pub fn max_snapshot(mut self, n: usize) -> Self {
@@ -451,6 +463,9 @@ where
         let rule = match kind {
             RowRuleKind::Read => &self.readable,
             RowRuleKind::Write => &self.writable_rows,
+            // Deletes follow the write rule unless the route has one of their own.
+            RowRuleKind::Delete if self.deletable_rows.is_none() => &self.writable_rows,
+            RowRuleKind::Delete => &self.deletable_rows,
         };
         row_filter(ctx, M::ROUTE, kind, rule.as_ref(), &self.scope_schema)
     }
@@ -635,7 +650,7 @@ where
         let by_id = self.id_filter(ctx, &args)?;
         let id = arg(&args, "id")?.clone();
         let cond = self.condition(&by_id);
-        let write_rule = self.row_rule(ctx, RowRuleKind::Write)?;
+        let write_rule = self.row_rule(ctx, RowRuleKind::Delete)?;
         run(ctx, &self.db, move |txn| {
             Box::pin(async move {
                 let row = locked(M::Entity::find().filter(cond), txn)
