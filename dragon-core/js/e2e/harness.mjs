@@ -246,3 +246,89 @@ export async function fetchAll(c, route, filter, order_by) {
     if (page >= (meta?.pages ?? 1) || items.length === 0) return out;
   }
 }
+
+/**
+ * An example app's server process (`name`: whisper, liveblog): the binary from $<NAME>_BIN
+ * (required: the test fails, never skips, without it), a free port, a fresh SQLite file in a
+ * temp dir, and the demo data (<NAME>_DEMO=1).
+ */
+export class ExampleServer {
+  constructor(name) {
+    this.name = name;
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), `${name}-e2e-`));
+    this.dbFile = path.join(this.dir, `${name}.sqlite`);
+    this.logFile = path.join(this.dir, 'server.log');
+    this.proc = null;
+    this.port = null;
+  }
+
+  get httpUrl() { return `http://127.0.0.1:${this.port}`; }
+  get url() { return `ws://127.0.0.1:${this.port}/ws`; }
+
+  async start({ timeout = 30000 } = {}) {
+    const NAME = this.name.toUpperCase();
+    const bin = process.env[`${NAME}_BIN`];
+    if (!bin) throw new Error(`${NAME}_BIN is not set: build the server (\`cargo build -p ${this.name}\`) and set ${NAME}_BIN=<repo>/target/debug/${this.name}; refusing to skip`);
+    if (!fs.existsSync(bin)) throw new Error(`${NAME}_BIN=${bin} does not exist: run \`cargo build -p ${this.name}\`; refusing to skip`);
+    this.port = await freePort();
+    const log = fs.openSync(this.logFile, 'a');
+    const proc = spawn(bin, [], {
+      env: {
+        ...process.env,
+        DRAGON_ADDR: `127.0.0.1:${this.port}`,
+        DATABASE_URL: `sqlite://${this.dbFile}`,
+        [`${NAME}_DEMO`]: '1',
+        RUST_LOG: process.env.RUST_LOG || 'info',
+      },
+      stdio: ['ignore', log, log],
+    });
+    fs.closeSync(log);
+    this.proc = proc;
+    let exited = null;
+    proc.once('exit', (code, signal) => { exited = { code, signal }; if (this.proc === proc) this.proc = null; });
+    const deadline = Date.now() + timeout;
+    for (;;) {
+      if (exited) throw new Error(`${this.name} exited during startup (${JSON.stringify(exited)}); log:\n${this.logTail()}`);
+      try {
+        const res = await fetch(`${this.httpUrl}/healthz`, { signal: AbortSignal.timeout(1000) });
+        if (res.status === 200) return this;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) {
+        await this.stop();
+        throw new Error(`${this.name} did not answer GET /healthz with 200 on port ${this.port} within ${timeout} ms; log:\n${this.logTail()}`);
+      }
+      await sleep(50);
+    }
+  }
+
+  logTail(n = 40) {
+    try { return fs.readFileSync(this.logFile, 'utf8').split('\n').slice(-n).join('\n'); } catch { return '(no log)'; }
+  }
+
+  /** SIGTERM, then SIGKILL if it is still there after `grace` ms. */
+  async stop(grace = 5000) {
+    const proc = this.proc;
+    if (!proc) return;
+    const gone = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    const t = setTimeout(() => { try { proc.kill('SIGKILL'); } catch {} }, grace);
+    await gone;
+    clearTimeout(t);
+    this.proc = null;
+  }
+
+  cleanup() {
+    try { fs.rmSync(this.dir, { recursive: true, force: true }); } catch {}
+  }
+}
+
+/** POST a JSON body; {status, body} (body parsed when it is JSON). */
+export async function postJson(server, p, body) {
+  const res = await fetch(server.httpUrl + p, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const text = await res.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch {}
+  return { status: res.status, body: json ?? text };
+}

@@ -10,97 +10,17 @@
 // Required: the test fails, rather than skips, without it.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, REPO_ROOT, freePort, sleep } from './harness.mjs';
+import { CHROMIUM_ARGS, ExampleServer, REPO_ROOT, postJson, sleep } from './harness.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const ARTIFACTS = path.join(REPO_ROOT, 'artifacts');
 const LIVE_MS = 1000; // "appears in the other page within a second"
 const LIKES_MS = 2000; // like counts are published coalesced (every 250 ms at most)
 
-/** The liveblog server process: a free port, a fresh SQLite file in a temp dir, the demo data. */
-class LiveblogServer {
-  constructor() {
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveblog-e2e-'));
-    this.dbFile = path.join(this.dir, 'liveblog.sqlite');
-    this.logFile = path.join(this.dir, 'server.log');
-    this.proc = null;
-    this.port = null;
-  }
-
-  get httpUrl() { return `http://127.0.0.1:${this.port}`; }
-  get url() { return `ws://127.0.0.1:${this.port}/ws`; }
-
-  async start({ timeout = 30000 } = {}) {
-    const bin = process.env.LIVEBLOG_BIN;
-    if (!bin) throw new Error('LIVEBLOG_BIN is not set: build the server (`cargo build -p liveblog`) and set LIVEBLOG_BIN=<repo>/target/debug/liveblog; refusing to skip');
-    if (!fs.existsSync(bin)) throw new Error(`LIVEBLOG_BIN=${bin} does not exist: run \`cargo build -p liveblog\`; refusing to skip`);
-    this.port = await freePort();
-    const log = fs.openSync(this.logFile, 'a');
-    const proc = spawn(bin, [], {
-      env: {
-        ...process.env,
-        DRAGON_ADDR: `127.0.0.1:${this.port}`,
-        DATABASE_URL: `sqlite://${this.dbFile}`,
-        LIVEBLOG_DEMO: '1',
-        RUST_LOG: process.env.RUST_LOG || 'info',
-      },
-      stdio: ['ignore', log, log],
-    });
-    fs.closeSync(log);
-    this.proc = proc;
-    let exited = null;
-    proc.once('exit', (code, signal) => { exited = { code, signal }; if (this.proc === proc) this.proc = null; });
-    const deadline = Date.now() + timeout;
-    for (;;) {
-      if (exited) throw new Error(`liveblog exited during startup (${JSON.stringify(exited)}); log:\n${this.logTail()}`);
-      try {
-        const res = await fetch(`${this.httpUrl}/healthz`, { signal: AbortSignal.timeout(1000) });
-        if (res.status === 200) return this;
-      } catch {
-        // not listening yet
-      }
-      if (Date.now() > deadline) {
-        await this.stop();
-        throw new Error(`liveblog did not answer GET /healthz with 200 on port ${this.port} within ${timeout} ms; log:\n${this.logTail()}`);
-      }
-      await sleep(50);
-    }
-  }
-
-  logTail(n = 40) {
-    try { return fs.readFileSync(this.logFile, 'utf8').split('\n').slice(-n).join('\n'); } catch { return '(no log)'; }
-  }
-
-  /** SIGTERM, then SIGKILL if it is still there after `grace` ms. */
-  async stop(grace = 5000) {
-    const proc = this.proc;
-    if (!proc) return;
-    const gone = new Promise((r) => proc.once('exit', r));
-    proc.kill('SIGTERM');
-    const t = setTimeout(() => { try { proc.kill('SIGKILL'); } catch {} }, grace);
-    await gone;
-    clearTimeout(t);
-    this.proc = null;
-  }
-
-  cleanup() {
-    try { fs.rmSync(this.dir, { recursive: true, force: true }); } catch {}
-  }
-}
-
-/** POST a JSON body; {status, body} (body parsed when it is JSON). */
-async function post(server, p, body) {
-  const res = await fetch(server.httpUrl + p, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  const text = await res.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch {}
-  return { status: res.status, body: json ?? text };
-}
 
 // ---- read in the page (each function is sent to the page alone: no references outside it) ----
 
@@ -177,7 +97,7 @@ describe('liveblog: an author publishes, a reader sees it live', () => {
 
   before(async () => {
     if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install -y chromium); refusing to skip`);
-    server = new LiveblogServer();
+    server = new ExampleServer('liveblog');
     await server.start();
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
     reader = await open('reader', '/blog?slug=news');
@@ -203,11 +123,11 @@ describe('liveblog: an author publishes, a reader sees it live', () => {
       assert.match(html, /\/static\/liveblog\.js/, `${p} loads liveblog.js`);
       assert.match(html, /\/static\/style\.css/, `${p} loads style.css`);
     }
-    const ok = await post(server, '/login', { username: 'ann', password: 'ann-pass' });
+    const ok = await postJson(server, '/login', { username: 'ann', password: 'ann-pass' });
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
     assert.equal(typeof ok.body.token, 'string');
     assert.deepEqual({ username: ok.body.user.username, staff: ok.body.user.staff }, { username: 'ann', staff: true });
-    const wrong = await post(server, '/login', { username: 'ann', password: 'nope-nope' });
+    const wrong = await postJson(server, '/login', { username: 'ann', password: 'nope-nope' });
     assert.equal(wrong.status, 401, JSON.stringify(wrong.body));
   });
 

@@ -9,97 +9,16 @@
 // Required: the test fails, rather than skips, without it.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { Dragon, WebSocket, CHROMIUM_ARGS, REPO_ROOT, freePort, sleep } from './harness.mjs';
+import { Dragon, WebSocket, CHROMIUM_ARGS, ExampleServer, REPO_ROOT, postJson, sleep } from './harness.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const ARTIFACTS = path.join(REPO_ROOT, 'artifacts');
 const LIVE_MS = 1000; // "appears in the other page within a second"
 const TYPING_IDLE_MS = 2000; // the page stops "typing" after 2 s without input
-
-/** The whisper server process: a free port, a fresh SQLite file in a temp dir, the demo data. */
-class WhisperServer {
-  constructor() {
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'whisper-e2e-'));
-    this.dbFile = path.join(this.dir, 'whisper.sqlite');
-    this.logFile = path.join(this.dir, 'server.log');
-    this.proc = null;
-    this.port = null;
-  }
-
-  get httpUrl() { return `http://127.0.0.1:${this.port}`; }
-  get url() { return `ws://127.0.0.1:${this.port}/ws`; }
-
-  async start({ timeout = 30000 } = {}) {
-    const bin = process.env.WHISPER_BIN;
-    if (!bin) throw new Error('WHISPER_BIN is not set: build the server (`cargo build -p whisper`) and set WHISPER_BIN=<repo>/target/debug/whisper; refusing to skip');
-    if (!fs.existsSync(bin)) throw new Error(`WHISPER_BIN=${bin} does not exist: run \`cargo build -p whisper\`; refusing to skip`);
-    this.port = await freePort();
-    const log = fs.openSync(this.logFile, 'a');
-    const proc = spawn(bin, [], {
-      env: {
-        ...process.env,
-        DRAGON_ADDR: `127.0.0.1:${this.port}`,
-        DATABASE_URL: `sqlite://${this.dbFile}`,
-        WHISPER_DEMO: '1',
-        RUST_LOG: process.env.RUST_LOG || 'info',
-      },
-      stdio: ['ignore', log, log],
-    });
-    fs.closeSync(log);
-    this.proc = proc;
-    let exited = null;
-    proc.once('exit', (code, signal) => { exited = { code, signal }; if (this.proc === proc) this.proc = null; });
-    const deadline = Date.now() + timeout;
-    for (;;) {
-      if (exited) throw new Error(`whisper exited during startup (${JSON.stringify(exited)}); log:\n${this.logTail()}`);
-      try {
-        const res = await fetch(`${this.httpUrl}/healthz`, { signal: AbortSignal.timeout(1000) });
-        if (res.status === 200) return this;
-      } catch {
-        // not listening yet
-      }
-      if (Date.now() > deadline) {
-        await this.stop();
-        throw new Error(`whisper did not answer GET /healthz with 200 on port ${this.port} within ${timeout} ms; log:\n${this.logTail()}`);
-      }
-      await sleep(50);
-    }
-  }
-
-  logTail(n = 40) {
-    try { return fs.readFileSync(this.logFile, 'utf8').split('\n').slice(-n).join('\n'); } catch { return '(no log)'; }
-  }
-
-  /** SIGTERM, then SIGKILL if it is still there after `grace` ms. */
-  async stop(grace = 5000) {
-    const proc = this.proc;
-    if (!proc) return;
-    const gone = new Promise((r) => proc.once('exit', r));
-    proc.kill('SIGTERM');
-    const t = setTimeout(() => { try { proc.kill('SIGKILL'); } catch {} }, grace);
-    await gone;
-    clearTimeout(t);
-    this.proc = null;
-  }
-
-  cleanup() {
-    try { fs.rmSync(this.dir, { recursive: true, force: true }); } catch {}
-  }
-}
-
-/** POST a JSON body; {status, body} (body parsed when it is JSON). */
-async function post(server, p, body) {
-  const res = await fetch(server.httpUrl + p, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  const text = await res.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch {}
-  return { status: res.status, body: json ?? text };
-}
 
 /** Waits until fn(arg) is true in the page; the milliseconds it took. Fails after `timeout`. */
 async function within(page, what, timeout, fn, arg) {
@@ -190,7 +109,7 @@ describe('whisper: chat rooms in two browser pages', () => {
 
   before(async () => {
     if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install -y chromium); refusing to skip`);
-    server = new WhisperServer();
+    server = new ExampleServer('whisper');
     await server.start();
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
     alice = await open('alice');
@@ -214,17 +133,17 @@ describe('whisper: chat rooms in two browser pages', () => {
     assert.match(html, /\/dragon\/dragon\.js/);
     assert.match(html, /\/static\/app\.js/);
 
-    const ok = await post(server, '/login', { username: 'alice', password: 'alice-pass' });
+    const ok = await postJson(server, '/login', { username: 'alice', password: 'alice-pass' });
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
     assert.equal(typeof ok.body.token, 'string');
     assert.deepEqual({ username: ok.body.user.username, staff: ok.body.user.staff }, { username: 'alice', staff: true });
     assert.equal(typeof ok.body.user.id, 'number');
-    const wrong = await post(server, '/login', { username: 'alice', password: 'nope-nope' });
+    const wrong = await postJson(server, '/login', { username: 'alice', password: 'nope-nope' });
     assert.equal(wrong.status, 401, JSON.stringify(wrong.body));
     assert.equal(typeof wrong.body.error, 'string');
-    assert.equal((await post(server, '/signup', { username: 'bob', password: 'another-pass' })).status, 409);
-    assert.equal((await post(server, '/signup', { username: 'Not Valid', password: 'long-enough' })).status, 400);
-    assert.equal((await post(server, '/signup', { username: 'shorty', password: '12345' })).status, 400);
+    assert.equal((await postJson(server, '/signup', { username: 'bob', password: 'another-pass' })).status, 409);
+    assert.equal((await postJson(server, '/signup', { username: 'Not Valid', password: 'long-enough' })).status, 400);
+    assert.equal((await postJson(server, '/signup', { username: 'shorty', password: '12345' })).status, 400);
   });
 
   test('alice and bob log in; bob does not see the staff room, alice does', async () => {
@@ -366,7 +285,7 @@ describe('whisper: chat rooms in two browser pages', () => {
 
   test('a new user signs up and gets the history; older pages load on demand', async () => {
     // 60 more messages in a new room, from alice's own connection (node client)
-    const { body: { token } } = await post(server, '/login', { username: 'alice', password: 'alice-pass' });
+    const { body: { token } } = await postJson(server, '/login', { username: 'alice', password: 'alice-pass' });
     const node = new Dragon({ url: server.url, WebSocket, token, timeout: 5000 });
     await node.ready();
     const room = await node.create('room', { name: 'busy', staff_only: false });
