@@ -58,6 +58,11 @@ pub struct RoutersDoc;
 #[doc = include_str!("../../docs/changelog.md")]
 pub struct ChangelogDoc;
 
+/// `docs/limits.md`'s example, compiled.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/limits.md")]
+pub struct LimitsDoc;
+
 /// What the derive's generated code names; not for direct use.
 #[doc(hidden)]
 pub mod __private {

@@ -196,6 +196,8 @@ impl CloseCode {
     pub const GOING_AWAY: CloseCode = CloseCode(1001);
     /// The page's origin is not allowed: final.
     pub const POLICY: CloseCode = CloseCode(1008);
+    /// A text frame that was not UTF-8: RFC 6455 requires failing the connection.
+    pub const INVALID_DATA: CloseCode = CloseCode(1007);
     /// A frame over the size limit.
     pub const TOO_BIG: CloseCode = CloseCode(1009);
     /// The authenticator's backend failed: not the client's fault, reconnect later.
@@ -207,6 +209,9 @@ impl CloseCode {
     pub const TOKEN_EXPIRED: CloseCode = CloseCode(4003);
     /// The client did not read its events for too long: reconnect and resubscribe.
     pub const SLOW_CONSUMER: CloseCode = CloseCode(4008);
+    /// The connection sent no request for the server's idle timeout: reconnect when the
+    /// server is needed again (the JS client does, on its next call or when the page shows).
+    pub const IDLE: CloseCode = CloseCode(4009);
 
     /// Whether a client should stop reconnecting (it would be refused again).
     pub fn is_final(self) -> bool {
@@ -232,11 +237,13 @@ pub mod close {
     pub const NORMAL: CloseCode = CloseCode::NORMAL;
     pub const GOING_AWAY: CloseCode = CloseCode::GOING_AWAY;
     pub const POLICY: CloseCode = CloseCode::POLICY;
+    pub const INVALID_DATA: CloseCode = CloseCode::INVALID_DATA;
     pub const TOO_BIG: CloseCode = CloseCode::TOO_BIG;
     pub const TRY_AGAIN: CloseCode = CloseCode::TRY_AGAIN;
     pub const AUTH_REQUIRED: CloseCode = CloseCode::AUTH_REQUIRED;
     pub const TOKEN_EXPIRED: CloseCode = CloseCode::TOKEN_EXPIRED;
     pub const SLOW_CONSUMER: CloseCode = CloseCode::SLOW_CONSUMER;
+    pub const IDLE: CloseCode = CloseCode::IDLE;
 }
 
 /// The kind of a model change, as named on the wire.

@@ -119,6 +119,15 @@ impl Broker for MemoryBroker {
     }
 
     async fn history(&self, route: &str, after: Position) -> Result<History, BrokerError> {
+        self.history_at_most(route, after, usize::MAX).await
+    }
+
+    async fn history_at_most(
+        &self,
+        route: &str,
+        after: Position,
+        max: usize,
+    ) -> Result<History, BrokerError> {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("broker lock");
         if after.0 != self.epoch {
@@ -141,13 +150,11 @@ impl Broker for MemoryBroker {
         if after.1 + 1 < oldest_kept {
             return Ok(History::Gone);
         }
-        Ok(History::Complete(
-            log.ring
-                .iter()
-                .filter(|(_, e)| e.position > after)
-                .map(|(_, e)| e.clone())
-                .collect(),
-        ))
+        let missed = log.ring.iter().filter(|(_, e)| e.position > after);
+        if missed.clone().nth(max).is_some() {
+            return Ok(History::TooLong);
+        }
+        Ok(History::Complete(missed.map(|(_, e)| e.clone()).collect()))
     }
 
     async fn head(&self, route: &str) -> Result<Position, BrokerError> {

@@ -177,6 +177,8 @@ pub enum History {
     Complete(Vec<Envelope>),
     /// The history no longer reaches back to that position (or never knew it).
     Gone,
+    /// More messages than were asked for at most (see [`Broker::history_at_most`]).
+    TooLong,
 }
 
 /// The transport between nodes. Implementations: [`MemoryBroker`] (one node, the default)
@@ -201,6 +203,21 @@ pub trait Broker: Send + Sync + 'static {
 
     /// The messages on `route` after `after`, or [`History::Gone`] if history does not reach.
     async fn history(&self, route: &str, after: Position) -> Result<History, BrokerError>;
+
+    /// Like [`Broker::history`], but [`History::TooLong`] past `max` messages: a replay is
+    /// bounded, so one client's old position cannot make the server read a whole stream.
+    /// Brokers override it to stop reading at `max`.
+    async fn history_at_most(
+        &self,
+        route: &str,
+        after: Position,
+        max: usize,
+    ) -> Result<History, BrokerError> {
+        Ok(match self.history(route, after).await? {
+            History::Complete(events) if events.len() > max => History::TooLong,
+            other => other,
+        })
+    }
 
     /// The position of the latest message on `route` (a starting position if none yet).
     async fn head(&self, route: &str) -> Result<Position, BrokerError>;

@@ -88,11 +88,28 @@ impl Filter {
         Filter::default()
     }
 
-    /// Parses a JSON filter (or `null`/absent: match all) against a schema.
+    /// Parses a JSON filter (or `null`/absent: match all) against a schema, with no size
+    /// limit: for filters the app writes (scopes, row rules). Clients' filters go through
+    /// [`Filter::parse_limited`].
     pub fn parse(value: Option<&Value>, schema: &Schema) -> Result<Filter, Error> {
+        Self::parse_limited(value, schema, &FilterLimits::UNLIMITED)
+    }
+
+    /// Parses a client's filter, refusing one over `limits` with `bad_request` naming the
+    /// limit: every event is matched against every live filter, so their size is bounded.
+    pub fn parse_limited(
+        value: Option<&Value>,
+        schema: &Schema,
+        limits: &FilterLimits,
+    ) -> Result<Filter, Error> {
+        let mut parser = Parser {
+            schema,
+            limits,
+            terms: 0,
+        };
         match value {
             None | Some(Value::Null) => Ok(Filter::all()),
-            Some(Value::Object(map)) => parse_object(map, schema),
+            Some(Value::Object(map)) => parser.object(map, 1),
             Some(_) => Err(Error::bad_request("filter must be an object")),
         }
     }
@@ -167,96 +184,158 @@ impl Filter {
     }
 }
 
-fn parse_object(map: &Map<String, Value>, schema: &Schema) -> Result<Filter, Error> {
-    let mut parts = Vec::with_capacity(map.len());
-    for (key, value) in map {
-        parts.push(parse_entry(key, value, schema)?);
-    }
-    Ok(if parts.len() == 1 {
-        parts.pop().expect("one part")
-    } else {
-        Filter::And(parts)
-    })
+/// How large a client's filter may be (see `docs/limits.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterLimits {
+    /// Comparisons in one filter (`field__op: value` entries, at any depth).
+    pub max_terms: usize,
+    /// Values in one `in` list.
+    pub max_in: usize,
+    /// Nesting of `$or` and `$not` (a flat filter has depth 1).
+    pub max_depth: usize,
 }
 
-fn parse_entry(key: &str, value: &Value, schema: &Schema) -> Result<Filter, Error> {
-    match key {
-        "$or" => {
-            let Value::Array(items) = value else {
-                return Err(Error::bad_request("$or takes an array of filters"));
-            };
-            items
-                .iter()
-                .map(|item| match item {
-                    Value::Object(m) => parse_object(m, schema),
-                    _ => Err(Error::bad_request("$or takes an array of filters")),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Filter::Or)
+impl FilterLimits {
+    /// No limit: for filters the app itself writes.
+    pub const UNLIMITED: FilterLimits = FilterLimits {
+        max_terms: usize::MAX,
+        max_in: usize::MAX,
+        max_depth: usize::MAX,
+    };
+}
+
+impl Default for FilterLimits {
+    fn default() -> Self {
+        FilterLimits {
+            max_terms: 64,
+            max_in: 1000,
+            max_depth: 8,
         }
-        "$not" => match value {
-            Value::Object(m) => Ok(Filter::Not(Box::new(parse_object(m, schema)?))),
-            _ => Err(Error::bad_request("$not takes a filter object")),
-        },
-        _ => parse_comparison(key, value, schema),
     }
 }
 
-fn parse_comparison(key: &str, value: &Value, schema: &Schema) -> Result<Filter, Error> {
-    let (name, op) = match key.rsplit_once("__") {
-        Some((name, op)) => match Op::parse(op) {
-            Some(op) => (name, op),
-            None if schema.get(key).is_some() => (key, Op::Eq),
-            None => {
-                return Err(Error::bad_request(format!(
-                    "unknown lookup {op:?} in {key:?}"
-                )));
-            }
-        },
-        None => (key, Op::Eq),
-    };
-    let field = schema.get(name).filter(|f| f.filterable).ok_or_else(|| {
-        Error::bad_request(format!("field {name:?} is unknown or not filterable"))
-    })?;
-    let ty = field.ty;
-    let bad_value = || {
-        Error::bad_request(format!(
-            "filter {key:?} needs a {} value, got {value}",
-            ty.name()
-        ))
-    };
-    let one = |v: &Value| ty.scalar(v).ok_or_else(bad_value);
-    let operand =
-        match op {
-            Op::IsNull => Operand::Null(value.as_bool().ok_or_else(|| {
-                Error::bad_request(format!("filter {key:?} needs true or false"))
-            })?),
-            Op::In => {
+/// One parse: the schema, the limits, and the comparisons counted so far.
+struct Parser<'a> {
+    schema: &'a Schema,
+    limits: &'a FilterLimits,
+    terms: usize,
+}
+
+impl Parser<'_> {
+    fn object(&mut self, map: &Map<String, Value>, depth: usize) -> Result<Filter, Error> {
+        if depth > self.limits.max_depth {
+            return Err(Error::bad_request(format!(
+                "filter nested deeper than {} levels (limit max_depth)",
+                self.limits.max_depth
+            )));
+        }
+        let mut parts = Vec::with_capacity(map.len().min(64));
+        for (key, value) in map {
+            parts.push(self.entry(key, value, depth)?);
+        }
+        Ok(if parts.len() == 1 {
+            parts.pop().expect("one part")
+        } else {
+            Filter::And(parts)
+        })
+    }
+
+    fn entry(&mut self, key: &str, value: &Value, depth: usize) -> Result<Filter, Error> {
+        match key {
+            "$or" => {
                 let Value::Array(items) = value else {
-                    return Err(Error::bad_request(format!("filter {key:?} needs an array")));
+                    return Err(Error::bad_request("$or takes an array of filters"));
                 };
-                Operand::Many(items.iter().map(one).collect::<Result<_, _>>()?)
+                let mut parts = Vec::with_capacity(items.len().min(64));
+                for item in items {
+                    match item {
+                        Value::Object(m) => parts.push(self.object(m, depth + 1)?),
+                        _ => return Err(Error::bad_request("$or takes an array of filters")),
+                    }
+                }
+                Ok(Filter::Or(parts))
             }
-            Op::Lt | Op::Lte | Op::Gt | Op::Gte if !ty.is_ordered() => {
-                return Err(Error::bad_request(format!(
-                    "{key:?}: a {} field has no order",
-                    ty.name()
-                )));
+            "$not" => match value {
+                Value::Object(m) => Ok(Filter::Not(Box::new(self.object(m, depth + 1)?))),
+                _ => Err(Error::bad_request("$not takes a filter object")),
+            },
+            _ => {
+                self.terms += 1;
+                if self.terms > self.limits.max_terms {
+                    return Err(Error::bad_request(format!(
+                        "filter has more than {} comparisons (limit max_terms)",
+                        self.limits.max_terms
+                    )));
+                }
+                self.comparison(key, value)
             }
-            Op::Contains | Op::IContains | Op::StartsWith if ty != FieldType::Text => {
-                return Err(Error::bad_request(format!(
-                    "{key:?}: text lookups need a string field"
-                )));
-            }
-            _ => Operand::One(one(value)?),
+        }
+    }
+
+    fn comparison(&self, key: &str, value: &Value) -> Result<Filter, Error> {
+            let schema = self.schema;
+        let (name, op) = match key.rsplit_once("__") {
+            Some((name, op)) => match Op::parse(op) {
+                Some(op) => (name, op),
+                None if schema.get(key).is_some() => (key, Op::Eq),
+                None => {
+                    return Err(Error::bad_request(format!(
+                        "unknown lookup {op:?} in {key:?}"
+                    )));
+                }
+            },
+            None => (key, Op::Eq),
         };
-    Ok(Filter::Cmp {
-        field: name.to_owned(),
-        ty,
-        nullable: field.nullable,
-        op,
-        operand,
-    })
+        let field = schema.get(name).filter(|f| f.filterable).ok_or_else(|| {
+            Error::bad_request(format!("field {name:?} is unknown or not filterable"))
+        })?;
+        let ty = field.ty;
+        let bad_value = || {
+            Error::bad_request(format!(
+                "filter {key:?} needs a {} value, got {value}",
+                ty.name()
+            ))
+        };
+        let one = |v: &Value| ty.scalar(v).ok_or_else(bad_value);
+        let operand =
+            match op {
+                Op::IsNull => Operand::Null(value.as_bool().ok_or_else(|| {
+                    Error::bad_request(format!("filter {key:?} needs true or false"))
+                })?),
+                Op::In => {
+                    let Value::Array(items) = value else {
+                        return Err(Error::bad_request(format!("filter {key:?} needs an array")));
+                    };
+                    if items.len() > self.limits.max_in {
+                        return Err(Error::bad_request(format!(
+                            "filter {key:?} lists {} values; at most {} (limit max_in)",
+                            items.len(),
+                            self.limits.max_in
+                        )));
+                    }
+                    Operand::Many(items.iter().map(one).collect::<Result<_, _>>()?)
+                }
+                Op::Lt | Op::Lte | Op::Gt | Op::Gte if !ty.is_ordered() => {
+                    return Err(Error::bad_request(format!(
+                        "{key:?}: a {} field has no order",
+                        ty.name()
+                    )));
+                }
+                Op::Contains | Op::IContains | Op::StartsWith if ty != FieldType::Text => {
+                    return Err(Error::bad_request(format!(
+                        "{key:?}: text lookups need a string field"
+                    )));
+                }
+                _ => Operand::One(one(value)?),
+            };
+        Ok(Filter::Cmp {
+            field: name.to_owned(),
+            ty,
+            nullable: field.nullable,
+            op,
+            operand,
+        })
+    }
 }
 
 #[cfg(test)]

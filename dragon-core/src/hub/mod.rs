@@ -27,7 +27,17 @@ use crate::schema::{FieldType, ScalarKey};
 
 use frame::{Prepared, Slot, classify};
 pub(crate) use frame::{resync_frame, revoked_frame};
-pub use outbox::{Outbound, Outbox, SLOW_CONSUMER_GRACE};
+pub use outbox::{Budget, Outbound, Outbox, SLOW_CONSUMER_GRACE};
+
+/// A small budget for unit tests.
+#[cfg(test)]
+pub(crate) fn test_budget() -> Budget {
+    Budget {
+        frames: 100,
+        bytes: 1 << 20,
+        grace: SLOW_CONSUMER_GRACE,
+    }
+}
 
 /// A subscription's hub-wide key.
 pub type SubKey = u64;
@@ -195,6 +205,40 @@ pub struct Joined {
     pub position: Position,
     /// With [`Start::After`]: whether every missed message could be replayed.
     pub recovered: bool,
+}
+
+/// Frames messages a joining subscription missed, for its connection alone.
+struct Replayer<'a> {
+    outbox: &'a Arc<Outbox>,
+    route: &'a str,
+    id: &'a Arc<str>,
+    filter: &'a Filter,
+}
+
+impl Replayer<'_> {
+    /// Queues the frames of `envs` this subscription should see, once per message id.
+    fn send(&self, envs: &[Envelope], seen: &mut HashSet<Arc<str>>) {
+        for env in envs {
+            if let Some(id) = env.message.id()
+                && !seen.insert(id.clone())
+            {
+                continue; // published twice: once is enough
+            }
+            if let Message::Gap = *env.message {
+                let frame = frame::resync_frame(self.route, std::slice::from_ref(self.id));
+                self.outbox.send(Outbound::Text(frame));
+                continue;
+            }
+            let Some(slot) = classify(self.filter, &env.message) else {
+                continue;
+            };
+            let mut prepared = Prepared::new(env);
+            if prepared.worth_sending(slot) {
+                let frame = prepared.frame(slot, std::slice::from_ref(self.id));
+                self.outbox.send(Outbound::Text(frame));
+            }
+        }
+    }
 }
 
 /// This node's subscriptions and fan-out.
@@ -462,17 +506,22 @@ impl Hub {
 
     /// Adds a subscription and joins it to the route's stream at `start`, with no gap and
     /// no duplicate between replayed and live messages. `reply` is queued first, given what
-    /// the join found; replayed events follow it, then live ones.
+    /// the join found; replayed events follow it, then live ones. At most `max_replay`
+    /// missed messages are replayed; a longer gap is not recovered (the client reloads).
+    /// The replay is read and framed outside the route's lock, so it never holds up the
+    /// route's live events for other subscribers.
+    #[allow(clippy::too_many_arguments)]
     pub async fn subscribe(
         &self,
         outbox: &Arc<Outbox>,
+        key: SubKey,
         route: &str,
         id: Arc<str>,
         filter: Filter,
         start: Start,
+        max_replay: usize,
         reply: impl FnOnce(&Joined) -> Utf8Bytes,
     ) -> Result<Joined, Error> {
-        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let state = self.route(route);
         let cut = {
             let mut st = state.lock().expect("route lock");
@@ -481,61 +530,61 @@ impl Hub {
                 Sub {
                     outbox: outbox.clone(),
                     id: id.clone(),
-                    filter,
+                    filter: filter.clone(),
                     joining: Some(Vec::new()),
                     joined_at: None,
                 },
             );
             st.position
         };
-        let joined = self.join(route, cut, start).await;
-        let (position, recovered, replay) = match joined {
+        let (position, recovered, replay) = match self.join(route, cut, start, max_replay).await
+        {
             Ok(j) => j,
             Err(err) => {
                 state.lock().expect("route lock").remove(key);
                 return Err(err);
             }
         };
-        let mut st = state.lock().expect("route lock");
-        let Some(sub) = st.subs.get_mut(&key) else {
-            return Err(Error::Internal(
-                "subscription vanished while joining".into(),
-            ));
-        };
         let joined = Joined {
             key,
             position,
             recovered,
         };
+        // Live messages for this subscription wait in its join buffer meanwhile, so the
+        // reply and the replay go out first whatever the lock lets through.
         outbox.send(Outbound::Text(reply(&joined)));
-        // Replayed history covers (start, position]; the join buffer holds what was
-        // dispatched since the subscription was added, of which only what lies past
-        // `position` is new to the client.
-        let buffered = sub.joining.take().unwrap_or_default();
-        sub.joined_at = Some(position);
-        let fresh = buffered.iter().filter(|e| e.position > position);
         let mut replayed = HashSet::new();
-        for env in replay.iter().chain(fresh) {
-            if let Some(id) = env.message.id()
-                && !replayed.insert(id.clone())
-            {
-                continue; // published twice: once is enough
-            }
-            if let Message::Gap = *env.message {
-                let frame = frame::resync_frame(route, std::slice::from_ref(&id));
-                outbox.send(Outbound::Text(frame));
-                continue;
-            }
-            let Some(slot) = classify(&sub.filter, &env.message) else {
-                continue;
+        let sender = Replayer {
+            outbox,
+            route,
+            id: &id,
+            filter: &filter,
+        };
+        sender.send(&replay, &mut replayed);
+        // Then what was dispatched since the subscription was added, of which only what lies
+        // past `position` is new to the client: in batches outside the lock while it keeps
+        // coming, the last (small) one under it, after which live messages flow directly.
+        const LAST_BATCH: usize = 32;
+        loop {
+            let mut st = state.lock().expect("route lock");
+            let Some(sub) = st.subs.get_mut(&key) else {
+                // Ended meanwhile (unsubscribed, revoked, its connection closed).
+                return Ok(joined);
             };
-            let mut prepared = Prepared::new(env);
-            if prepared.worth_sending(slot) {
-                let frame = prepared.frame(slot, std::slice::from_ref(&id));
-                outbox.send(Outbound::Text(frame));
+            let buffered = std::mem::take(sub.joining.get_or_insert_with(Vec::new));
+            let fresh: Vec<Envelope> = buffered
+                .into_iter()
+                .filter(|e| e.position > position)
+                .collect();
+            if fresh.len() <= LAST_BATCH {
+                sub.joining = None;
+                sub.joined_at = Some(position);
+                sender.send(&fresh, &mut replayed);
+                return Ok(joined);
             }
+            drop(st);
+            sender.send(&fresh, &mut replayed);
         }
-        Ok(joined)
     }
 
     /// Finds where a joining subscription stands: its position, whether it recovered, and
@@ -545,6 +594,7 @@ impl Hub {
         route: &str,
         cut: Option<Position>,
         start: Start,
+        max_replay: usize,
     ) -> Result<(Position, bool, Vec<Envelope>), Error> {
         let cut = match cut {
             Some(p) => p,
@@ -557,15 +607,26 @@ impl Hub {
             // Ahead of this node is fine if the broker knows the position (another node
             // dispatched further); a position it does not know must not become the join
             // point, or live events before it would be skipped.
-            Start::After(since) => match self.broker.history(route, since).await? {
-                History::Complete(_) if since > cut => Ok((since, true, Vec::new())),
-                History::Complete(events) => {
-                    let replay = events.into_iter().filter(|e| e.position <= cut).collect();
-                    Ok((cut, true, replay))
+            Start::After(since) => {
+                match self.broker.history_at_most(route, since, max_replay).await? {
+                    History::Complete(_) if since > cut => Ok((since, true, Vec::new())),
+                    History::Complete(events) => {
+                        let replay = events.into_iter().filter(|e| e.position <= cut).collect();
+                        Ok((cut, true, replay))
+                    }
+                    History::TooLong => {
+                        tracing::debug!(%route, max_replay, "a replay too long to send: not recovered");
+                        Ok((cut, false, Vec::new()))
+                    }
+                    History::Gone => Ok((cut, false, Vec::new())),
                 }
-                History::Gone => Ok((cut, false, Vec::new())),
-            },
+            }
         }
+    }
+
+    /// A new subscription key, for [`Hub::subscribe`].
+    pub(crate) fn next_key(&self) -> SubKey {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Removes a subscription; false if it was not there.
@@ -636,7 +697,7 @@ mod tests {
 
     #[test]
     fn pinned_equalities_are_looked_up_not_scanned() {
-        let (outbox, _rx) = Outbox::new(1, 100, outbox::SLOW_CONSUMER_GRACE);
+        let (outbox, _rx) = Outbox::new(1, test_budget());
         let mut st = RouteState::default();
         for list in 0..10_000 {
             st.insert(list as u64, sub(json!({"list_id": list}), &outbox, "s1"));
@@ -666,16 +727,18 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_future_position_is_not_a_join_point() {
         let hub = Hub::start(Arc::new(MemoryBroker::new()));
-        let (outbox, mut rx) = Outbox::new(1, 100, outbox::SLOW_CONSUMER_GRACE);
+        let (outbox, mut rx) = Outbox::new(1, test_budget());
         let head = hub.broker().head("items").await.unwrap();
         let future = Position(head.0 + 1, 7);
         let joined = hub
             .subscribe(
                 &outbox,
+                hub.next_key(),
                 "items",
                 Arc::from("s1"),
                 Filter::all(),
                 Start::After(future),
+                1000,
                 |_| "reply".into(),
             )
             .await
@@ -699,11 +762,12 @@ mod tests {
     #[tokio::test]
     async fn one_frame_per_connection_shared_bytes() {
         let hub = Hub::start(Arc::new(MemoryBroker::new()));
-        let (a, mut rx_a) = Outbox::new(1, 100, outbox::SLOW_CONSUMER_GRACE);
-        let (b, mut rx_b) = Outbox::new(2, 100, outbox::SLOW_CONSUMER_GRACE);
+        let (a, mut rx_a) = Outbox::new(1, test_budget());
+        let (b, mut rx_b) = Outbox::new(2, test_budget());
         for (outbox, id) in [(&a, "s1"), (&a, "s2"), (&b, "s1")] {
             let filter = Filter::parse(Some(&json!({"list_id": 3})), &schema()).unwrap();
-            hub.subscribe(outbox, "items", Arc::from(id), filter, Start::Now, |_| {
+            let key = hub.next_key();
+            hub.subscribe(outbox, key, "items", Arc::from(id), filter, Start::Now, 1000, |_| {
                 "reply".into()
             })
             .await
@@ -729,13 +793,15 @@ mod tests {
     #[tokio::test]
     async fn a_message_published_twice_is_delivered_once() {
         let hub = Hub::start(Arc::new(MemoryBroker::new()));
-        let (outbox, mut rx) = Outbox::new(1, 100, outbox::SLOW_CONSUMER_GRACE);
+        let (outbox, mut rx) = Outbox::new(1, test_budget());
         hub.subscribe(
             &outbox,
+            hub.next_key(),
             "items",
             Arc::from("s1"),
             Filter::all(),
             Start::Now,
+            1000,
             |_| "reply".into(),
         )
         .await
@@ -762,14 +828,16 @@ mod tests {
         }
         assert_eq!(events, ["created", "ping"]);
         // A subscriber replaying the history gets it once too.
-        let (late, mut late_rx) = Outbox::new(2, 100, outbox::SLOW_CONSUMER_GRACE);
+        let (late, mut late_rx) = Outbox::new(2, test_budget());
         let start = Position(hub.broker().head("items").await.unwrap().0, 0);
         hub.subscribe(
             &late,
+            hub.next_key(),
             "items",
             Arc::from("s1"),
             Filter::all(),
             Start::After(start),
+            1000,
             |_| "reply".into(),
         )
         .await

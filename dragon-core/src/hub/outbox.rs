@@ -1,10 +1,14 @@
 //! A connection's outbound queue, shared by its request tasks and the hub.
 //!
-//! Replies always queue. Events queue only while the queue is below its limit; past it the
+//! The queue has a budget in frames and in bytes. Replies always queue (each request is
+//! answered), but while the queue is over budget the connection reads no new request, so a
+//! client that does not read cannot make the server hold more than the budget plus its
+//! requests in flight. Events queue only while the queue is within budget; past it the
 //! connection is a slow consumer: its events are merged per object (coalescing: the latest
 //! state, see `coalesce.rs`), and those that cannot be merged (custom events, too many
 //! objects) mark their subscriptions for a `resync` frame. Once the writer has caught up it
-//! sends what is owed, so nothing is dropped silently.
+//! sends what is owed, so nothing is dropped silently. A connection behind for longer than
+//! the grace is closed with 4008.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -45,17 +49,50 @@ impl Backlog {
     }
 }
 
+impl Outbound {
+    /// What the frame counts against the byte budget.
+    fn cost(&self) -> usize {
+        match self {
+            Outbound::Text(t) => t.len(),
+            Outbound::Ping => 2,
+            Outbound::Close(_, reason) => 4 + reason.len(),
+        }
+    }
+}
+
+/// A connection's outbound budget (see [`crate::Limits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub frames: usize,
+    pub bytes: usize,
+    /// How long the connection may stay over it.
+    pub grace: Duration,
+}
+
+impl Budget {
+    pub fn of(limits: &crate::Limits) -> Self {
+        Budget {
+            frames: limits.max_queued,
+            bytes: limits.max_queued_bytes,
+            grace: limits.slow_consumer_grace,
+        }
+    }
+}
+
 pub struct Outbox {
     id: u64,
     tx: mpsc::UnboundedSender<Outbound>,
     queued: AtomicUsize,
-    limit: usize,
-    grace: Duration,
+    bytes: AtomicUsize,
+    budget: Budget,
+    /// Wakes a reader waiting for the queue to come back within budget.
+    drained: Notify,
     /// Set while anything is owed: new events then join the backlog, to keep their order.
     backlogged: AtomicBool,
     backlog: Mutex<Backlog>,
     /// Wakes the writer to give up on a consumer that cannot be helped.
     pub(crate) kill: Notify,
+    killed: AtomicBool,
     /// The connection's id, once it has one.
     conn: std::sync::OnceLock<Arc<str>>,
 }
@@ -71,22 +108,20 @@ impl Outbox {
         self.conn.get()
     }
 
-    /// An outbox queueing up to `limit` events, closing a consumer behind for `grace`.
-    pub fn new(
-        id: u64,
-        limit: usize,
-        grace: Duration,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
+    /// An outbox with `budget`.
+    pub fn new(id: u64, budget: Budget) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let outbox = Outbox {
             id,
             tx,
             queued: AtomicUsize::new(0),
-            limit,
-            grace,
+            bytes: AtomicUsize::new(0),
+            budget,
+            drained: Notify::new(),
             backlogged: AtomicBool::new(false),
             backlog: Mutex::new(Backlog::default()),
             kill: Notify::new(),
+            killed: AtomicBool::new(false),
             conn: std::sync::OnceLock::new(),
         };
         (Arc::new(outbox), rx)
@@ -98,11 +133,51 @@ impl Outbox {
 
     /// Queues a reply or control frame, whatever the queue length.
     pub fn send(&self, frame: Outbound) {
+        let cost = frame.cost();
         self.queued.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(cost, Ordering::Relaxed);
         if self.tx.send(frame).is_err() {
             self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.bytes.fetch_sub(cost, Ordering::Relaxed);
         }
     }
+
+    /// Whether the queue is over its budget in frames or bytes.
+    pub fn over_budget(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) >= self.budget.frames
+            || self.bytes.load(Ordering::Relaxed) >= self.budget.bytes
+    }
+
+    /// Waits until the queue is within budget; false if it stayed over it for the grace.
+    pub async fn room(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + self.budget.grace;
+        loop {
+            let drained = self.drained.notified();
+            if !self.over_budget() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return self.over_budget();
+            }
+        }
+    }
+
+    /// Gives up on the connection: the writer closes it with 4008.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.kill.notify_one();
+    }
+
+    /// Whether [`Outbox::kill`] was called.
+    pub fn killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    /// How long the connection may stay behind.
+    pub fn grace(&self) -> Duration {
+        self.budget.grace
+    }
+
 
     /// Queues an event frame (kind `slot` of `env`, for `subs`), or, for a slow consumer,
     /// merges it into the backlog. Returns whether it was queued as is.
@@ -113,7 +188,7 @@ impl Outbox {
         slot: Slot,
         subs: &[Arc<str>],
     ) -> bool {
-        let room = || self.queued.load(Ordering::Relaxed) < self.limit;
+        let room = || !self.over_budget();
         if !self.backlogged.load(Ordering::Acquire) && room() {
             self.send(Outbound::Text(frame));
             return true;
@@ -133,16 +208,21 @@ impl Outbox {
                 .extend(subs.iter().cloned());
         }
         let first = *backlog.since.get_or_insert_with(Instant::now);
-        if first.elapsed() > self.grace {
+        if first.elapsed() > self.budget.grace {
             tracing::warn!(conn = self.id, "slow consumer closed");
-            self.kill.notify_one();
+            self.kill();
         }
         false
     }
 
-    /// Called by the writer after each frame it sent.
-    pub fn sent_one(&self) {
+    /// Called by the writer for each frame it took from the queue (`cost`: its
+    /// [`Outbound::cost`]).
+    pub fn sent(&self, frame: &Outbound) {
         self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(frame.cost(), Ordering::Relaxed);
+        if !self.over_budget() {
+            self.drained.notify_waiters();
+        }
     }
 
     /// Once the queue has drained: the merged events and `resync` frames owed.

@@ -643,7 +643,7 @@ mod tests {
             reads: AtomicUsize::new(0),
         });
         let registry = Registry::start(broker.clone());
-        let (outbox, rx) = Outbox::new(1, 100, Duration::from_secs(10));
+        let (outbox, rx) = Outbox::new(1, crate::hub::test_budget());
         registry.watch(&key(), &outbox, &Arc::from("watcher"), Mode::Members);
         registry.settle(&key(), 0).await.unwrap();
         let data = registry.reply(&key(), outbox.id(), |_| {}).unwrap();

@@ -7,7 +7,7 @@ mod validate;
 mod verbs;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -57,6 +57,30 @@ type SubEntry = (Arc<str>, SubKey);
 /// A server's routers by route name.
 pub(crate) type Routers = Arc<HashMap<String, Arc<dyn Router>>>;
 
+/// A place among a connection's subscriptions, held while one is being made; given back on
+/// drop unless the subscription took it.
+pub(crate) struct SubSlot {
+    conn: Arc<Conn>,
+    taken: bool,
+}
+
+impl SubSlot {
+    /// The subscription is in the connection's map now (call under the `subs` lock).
+    fn take(&mut self) {
+        self.taken = true;
+        self.conn.joining.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for SubSlot {
+    fn drop(&mut self) {
+        if !self.taken {
+            let _subs = self.conn.subs.lock().expect("subs lock");
+            self.conn.joining.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// One connection's state shared by its request tasks.
 pub(crate) struct Conn {
     /// Shared, not copied, by everything that names the connection (presence members).
@@ -65,10 +89,14 @@ pub(crate) struct Conn {
     pub(crate) outbox: Arc<Outbox>,
     /// Subscription id -> (route, hub key).
     subs: Mutex<HashMap<Arc<str>, SubEntry>>,
+    /// Subscriptions being made (see [`SubSlot`]); changed under the `subs` lock, so that
+    /// with `subs` it counts exactly against the limit.
+    joining: AtomicUsize,
     /// Set (under the `subs` lock) once the connection has closed.
     closed: AtomicBool,
     next_sub: AtomicU64,
-    max_subs: usize,
+    /// The server's limits.
+    pub(crate) limits: crate::server::Limits,
     /// The presence keys it joined or watches.
     pub(crate) presence: Session,
     /// Routes' row rules compiled for the current user.
@@ -89,9 +117,10 @@ impl Conn {
             user: RwLock::new(user),
             outbox,
             subs: Mutex::new(HashMap::new()),
+            joining: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             next_sub: AtomicU64::new(1),
-            max_subs: limits.max_subscriptions,
+            limits: *limits,
             presence: Session::new(limits.max_presence_keys, limits.presence_updates_per_second),
             rules: rules::Compiled::default(),
             expires_at: Mutex::new(None),
@@ -343,37 +372,70 @@ impl Ctx {
     /// The reply is sent from here (before any replayed event); `snapshot` items, if given,
     /// go into it. Returns the reply's data. Routers reach it by returning a subscription
     /// ([`Subscribe`] from a [`Verbs`] handler), so no handler can answer twice.
+    /// Parses a client's filter under the server's filter limits ([`crate::Limits::filter`]).
+    pub fn client_filter(
+        &self,
+        value: Option<&Value>,
+        schema: &crate::schema::Schema,
+    ) -> Result<Filter, Error> {
+        Filter::parse_limited(value, schema, &self.conn.limits.filter)
+    }
+
+    /// Takes a place among the connection's subscriptions, before any work for a new one
+    /// (its snapshot query): `rate_limited` if they are all taken. Exact under concurrent
+    /// subscribes: places being taken count as taken.
+    pub(crate) fn reserve_subscription(&self) -> Result<SubSlot, Error> {
+        let subs = self.conn.subs.lock().expect("subs lock");
+        let max = self.conn.limits.max_subscriptions;
+        if subs.len() + self.conn.joining.load(Ordering::Acquire) >= max {
+            return Err(Error::RateLimited(format!(
+                "at most {max} subscriptions per connection (limit max_subscriptions)"
+            )));
+        }
+        self.conn.joining.fetch_add(1, Ordering::AcqRel);
+        Ok(SubSlot {
+            conn: self.conn.clone(),
+            taken: false,
+        })
+    }
+
     pub(crate) async fn subscribe(
         &self,
+        mut slot: SubSlot,
         route: &str,
         filter: Filter,
         start: Start,
         show_recovered: bool,
         snapshot: Option<Vec<Value>>,
     ) -> Result<Value, Error> {
-        let sub_id: Arc<str> = {
-            let subs = self.conn.subs.lock().expect("subs lock");
-            if subs.len() >= self.conn.max_subs {
-                return Err(Error::RateLimited(format!(
-                    "at most {} subscriptions per connection",
-                    self.conn.max_subs
-                )));
+        let sub_id: Arc<str> = Arc::from(format!(
+            "s{}",
+            self.conn.next_sub.fetch_add(1, Ordering::Relaxed)
+        ));
+        let route_name: Arc<str> = Arc::from(route);
+        // Known to the connection before its reply goes out, so an `unsubscribe` sent right
+        // after the reply finds it even while its replay is still being sent.
+        let key = self.hub.next_key();
+        {
+            let mut subs = self.conn.subs.lock().expect("subs lock");
+            if self.conn.closed.load(Ordering::Acquire) {
+                return Err(Error::Internal("the connection closed".into()));
             }
-            Arc::from(format!(
-                "s{}",
-                self.conn.next_sub.fetch_add(1, Ordering::Relaxed)
-            ))
-        };
+            slot.take();
+            subs.insert(sub_id.clone(), (route_name.clone(), key));
+        }
         let mut data = Value::Null;
         let request_id = self.request_id.clone();
         let joined = self
             .hub
             .subscribe(
                 &self.conn.outbox,
+                key,
                 route,
                 sub_id.clone(),
                 filter,
                 start,
+                self.conn.limits.max_replay,
                 |j| {
                     let mut body = json!({"sub": &*sub_id, "position": j.position.to_string()});
                     if show_recovered {
@@ -386,15 +448,18 @@ impl Ctx {
                     Utf8Bytes::from(Reply::success(request_id, Output::data(body)).to_json())
                 },
             )
-            .await?;
+            .await;
+        let joined = match joined {
+            Ok(joined) => joined,
+            Err(err) => {
+                self.conn.subs.lock().expect("subs lock").remove(&sub_id);
+                return Err(err);
+            }
+        };
         self.replied.store(true, Ordering::Release);
-        let mut subs = self.conn.subs.lock().expect("subs lock");
         if self.conn.closed.load(Ordering::Acquire) {
             // The connection closed while this subscription was joining: drop it too.
-            drop(subs);
             self.hub.unsubscribe(route, joined.key);
-        } else {
-            subs.insert(sub_id.clone(), (Arc::from(route), joined.key));
         }
         Ok(data)
     }

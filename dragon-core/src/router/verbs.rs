@@ -14,7 +14,6 @@ use serde_json::Value;
 use super::rules::{RowRule, RowRuleKind, Rule, VerbRules, row_filter};
 use super::{Ctx, Router};
 use crate::error::Error;
-use crate::filter::Filter;
 use crate::hub::Start;
 use crate::protocol::Output;
 use crate::schema::Schema;
@@ -242,13 +241,14 @@ impl<S: Clone + Send + Sync + 'static> Verbs<S> {
             self.readable.as_ref(),
             schema,
         )?;
-        let filter = readable.and(Filter::parse(sub.filter.as_ref(), schema)?);
+        let filter = readable.and(ctx.client_filter(sub.filter.as_ref(), schema)?);
+        let slot = ctx.reserve_subscription()?;
         let start = match sub.since.as_deref() {
             None => Start::Now,
             Some(p) => p.parse().map_or(Start::Unknown, Start::After),
         };
         let data = ctx
-            .subscribe(&self.name, filter, start, sub.since.is_some(), None)
+            .subscribe(slot, &self.name, filter, start, sub.since.is_some(), None)
             .await?;
         Ok(Output::data(data))
     }

@@ -11,12 +11,14 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
 use super::{Dragon, dragon_route};
 use crate::auth::Identity;
 use crate::error::Error;
-use crate::hub::{Outbound, Outbox};
+use crate::hub::{Budget, Outbound, Outbox};
 use crate::protocol::{CloseCode, Output, PROTOCOL_VERSION, Reply, Request, RequestId, close};
 use crate::publish;
 use crate::router::{Conn, Ctx};
@@ -34,6 +36,7 @@ pub(super) async fn run(
     mut socket: WebSocket,
     identity: Result<Option<Identity>, Error>,
     origin_ok: bool,
+    _seat: super::Seat,
 ) {
     let inner = &dragon.inner;
     let Some(identity) = admit(&dragon, &mut socket, identity, origin_ok).await else {
@@ -43,7 +46,7 @@ pub(super) async fn run(
     let user = identity.map(|i| i.user);
     let n = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     let conn_id = format!("c{n}-{}", uuid::Uuid::new_v4().simple());
-    let (outbox, rx) = Outbox::new(n, inner.limits.max_queued, inner.limits.slow_consumer_grace);
+    let (outbox, rx) = Outbox::new(n, Budget::of(&inner.limits));
     let conn = Arc::new(Conn::new(
         conn_id.clone(),
         user.clone(),
@@ -52,7 +55,6 @@ pub(super) async fn run(
     ));
     conn.set_expiry(expires_at);
     outbox.set_conn(conn.id.clone());
-    inner.live.fetch_add(1, Ordering::AcqRel);
     inner.hub.register(&conn);
     tracing::debug!(conn = %conn_id, "connected");
 
@@ -62,12 +64,15 @@ pub(super) async fn run(
     let (sink, stream) = socket.split();
     let shutdown = inner.shutdown.subscribe();
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Dropped when the writer ends: the reader stops too, and the socket closes.
+    let (writer_alive, writer_done) = watch::channel(false);
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
         outbox.clone(),
         shutdown.clone(),
         stop_rx,
+        writer_alive,
     ));
     let hook_ctx = || {
         Ctx::new(
@@ -81,7 +86,20 @@ pub(super) async fn run(
     if let Some(hook) = &inner.on_connect {
         hook(hook_ctx()).await;
     }
-    read_loop(&dragon, &conn, stream, shutdown, &stop_tx).await;
+    let mut tasks = JoinSet::new();
+    let ended = read_loop(
+        &dragon,
+        &conn,
+        stream,
+        Watches {
+            shutdown,
+            writer_done,
+        },
+        &stop_tx,
+        &mut tasks,
+    )
+    .await;
+    end_requests(&mut tasks, ended).await;
 
     conn.close(&inner.hub);
     inner.hub.unregister(&conn.id);
@@ -94,9 +112,26 @@ pub(super) async fn run(
     }
     let _ = writer.await;
     tracing::debug!(conn = %conn_id, "disconnected");
-    if inner.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-        inner.all_closed.notify_waiters();
+}
+
+/// Why the read loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The server shuts down: requests under way may still answer (the socket is fine).
+    Shutdown,
+    /// The peer left, the socket failed, or the server closed the connection.
+    Gone,
+}
+
+/// Requests end with their connection: at once if it is gone, after a short wait for their
+/// replies if the server shuts down (shutdown waits for them anyway).
+async fn end_requests(tasks: &mut JoinSet<()>, ended: Ended) {
+    if ended == Ended::Shutdown {
+        let finish = async { while tasks.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), finish).await;
     }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Checks the origin and the identity; the identity (`Some(None)`: anonymous), or `None`
@@ -129,68 +164,114 @@ async fn admit(
     Some(user)
 }
 
-/// Reads frames until the peer closes, the socket fails, the server shuts down, or the peer
-/// stays silent through two pings (half-open). Raises `stop` when the socket is unusable.
+/// The flags the read loop watches besides the socket.
+struct Watches {
+    shutdown: watch::Receiver<bool>,
+    /// Closed when the writer has ended.
+    writer_done: watch::Receiver<bool>,
+}
+
+/// Reads frames until the peer closes, the socket fails, the server shuts down, the writer
+/// gives up, or the peer stays silent through two pings (half-open). Reads nothing while
+/// the connection's outbox is over budget (it must read its replies first). Raises `stop`
+/// when the socket is unusable.
 async fn read_loop(
     dragon: &Dragon,
     conn: &Arc<Conn>,
     mut stream: SplitStream<WebSocket>,
-    mut shutdown: watch::Receiver<bool>,
+    mut watches: Watches,
     stop: &watch::Sender<bool>,
-) {
+    tasks: &mut JoinSet<()>,
+) -> Ended {
     let outbox = &conn.outbox;
+    let limits = &dragon.inner.limits;
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut seq: u64 = 0;
-    let every = dragon.inner.limits.ping_interval;
+    let every = limits.ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut heard = tokio::time::Instant::now();
-    let grace = dragon.inner.limits.token_grace;
+    let mut last_request = tokio::time::Instant::now();
+    let grace = limits.token_grace;
     loop {
+        if outbox.over_budget() {
+            tokio::select! {
+                within = outbox.room() => if !within {
+                    tracing::debug!(conn = %conn.id, "over its outbound budget for the grace: closing with 4008");
+                    outbox.kill();
+                    return Ended::Gone;
+                },
+                _ = raised(&mut watches.shutdown) => return Ended::Shutdown,
+                _ = gone(&mut watches.writer_done) => return Ended::Gone,
+            }
+            // Time spent waiting for the client to read is not silence on its part.
+            heard = tokio::time::Instant::now();
+            continue;
+        }
         let deadline = conn.expiry_deadline(grace);
+        let idle_at = limits.idle_timeout.map(|t| last_request + t);
         let msg = tokio::select! {
             msg = stream.next() => msg,
             _ = sleep_until_some(deadline) => {
                 if conn.expired(grace) {
                     tracing::debug!(conn = %conn.id, "token expired: closing with 4003");
                     outbox.send(Outbound::Close(close::TOKEN_EXPIRED, "token expired".into()));
-                    return;
+                    return Ended::Gone;
                 }
                 continue; // renewed meanwhile (`dragon.auth`)
+            }
+            _ = sleep_until_some(idle_at) => {
+                tracing::debug!(conn = %conn.id, "idle: closing with 4009");
+                outbox.send(Outbound::Close(close::IDLE, "idle".into()));
+                return Ended::Gone;
             }
             _ = ping.tick() => {
                 if heard.elapsed() >= every * 2 {
                     tracing::debug!(conn = %conn.id, "no answer to pings: dropping a half-open connection");
                     let _ = stop.send(true);
-                    return;
+                    return Ended::Gone;
                 }
                 outbox.send(Outbound::Ping);
                 continue;
             }
-            _ = raised(&mut shutdown) => return,
+            _ = raised(&mut watches.shutdown) => return Ended::Shutdown,
+            _ = gone(&mut watches.writer_done) => return Ended::Gone,
         };
         heard = tokio::time::Instant::now();
-        let Some(msg) = msg else { return };
+        let Some(msg) = msg else { return Ended::Gone };
         match msg {
             Ok(WsMessage::Text(t)) => {
                 seq += 1;
-                handle_text(dragon, conn, &in_flight, t.as_str(), seq);
+                last_request = heard;
+                handle_text(dragon, conn, &in_flight, tasks, t.as_str(), seq);
             }
             Ok(WsMessage::Binary(_)) => {
+                last_request = heard;
                 let err = Error::bad_request("binary frames are not supported; send JSON text");
                 outbox.send(failure(None, &err));
             }
-            Ok(WsMessage::Close(_)) => return,
+            Ok(WsMessage::Close(_)) => return Ended::Gone,
             Ok(_) => {}
-            Err(err) => {
-                if is_capacity_error(&err) {
+            Err(err) => match SocketError::of(&err) {
+                SocketError::TooBig => {
                     tracing::debug!(conn = %conn.id, "frame over the size limit");
                     outbox.send(Outbound::Close(close::TOO_BIG, "frame too large".into()));
-                } else {
+                    return Ended::Gone;
+                }
+                SocketError::NotUtf8 => {
+                    // RFC 6455 fails the connection (1007); the client hears why first.
+                    let err = Error::bad_request(
+                        "text frames must be valid UTF-8: closing the connection (1007)",
+                    );
+                    outbox.send(failure(None, &err));
+                    outbox.send(Outbound::Close(close::INVALID_DATA, "invalid UTF-8".into()));
+                    return Ended::Gone;
+                }
+                SocketError::Other => {
                     tracing::debug!(conn = %conn.id, error = %err, "socket error");
                     let _ = stop.send(true);
+                    return Ended::Gone;
                 }
-                return;
-            }
+            },
         }
     }
 }
@@ -203,79 +284,123 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// How the writer's loop ends.
+enum WriterEnd {
+    /// Send this close frame (the socket still works).
+    Close(CloseCode, String),
+    /// The socket is unusable, or the reader said so.
+    Dead,
+    /// The socket took nothing for the grace, or the client stayed over its budget (4008).
+    Stuck,
+}
+
 /// The only task that writes to the socket. Frames already queued are written together
-/// and flushed once, so a busy connection costs one syscall per batch, not per frame.
+/// and flushed once, so a busy connection costs one syscall per batch, not per frame. A
+/// batch the socket does not take within the grace ends the connection (4008): a client
+/// that stops reading holds no task and no memory beyond its budget for long.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
     outbox: Arc<Outbox>,
     mut shutdown: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
+    _alive: watch::Sender<bool>,
 ) {
-    const BATCH: usize = 256;
+    let grace = outbox.grace();
     let shutdown = raised(&mut shutdown);
     let stop = raised(&mut stop);
     let kill = outbox.kill.notified();
     tokio::pin!(shutdown, stop, kill);
-    let closing: Option<(CloseCode, String)> = 'outer: loop {
+    let end = loop {
+        if outbox.killed() {
+            break WriterEnd::Stuck;
+        }
         let first = tokio::select! {
             biased;
             frame = rx.recv() => frame,
-            _ = &mut kill => break Some((close::SLOW_CONSUMER, "slow consumer".into())),
-            _ = &mut shutdown => break Some((close::GOING_AWAY, "server going away".into())),
-            _ = &mut stop => break None,
+            _ = &mut kill => break WriterEnd::Stuck,
+            _ = &mut shutdown => break WriterEnd::Close(close::GOING_AWAY, "server going away".into()),
+            _ = &mut stop => break WriterEnd::Dead,
         };
-        let mut next = first;
-        let mut written = 0;
-        while let Some(frame) = next.take() {
-            match frame {
-                Outbound::Text(t) => {
-                    outbox.sent_one();
-                    if sink.feed(WsMessage::Text(t)).await.is_err() {
-                        break 'outer None;
-                    }
+        let Some(first) = first else {
+            break WriterEnd::Dead;
+        };
+        let batch = tokio::time::timeout(grace, write_batch(&mut sink, first, &mut rx, &outbox));
+        let ended = tokio::select! {
+            outcome = batch => match outcome {
+                Ok(Ok(None)) => None,
+                Ok(Ok(Some(close))) => Some(close),
+                Ok(Err(())) => Some(WriterEnd::Dead),
+                Err(_) => {
+                    tracing::debug!(conn = outbox.id(), "the socket took no data for the grace: closing with 4008");
+                    Some(WriterEnd::Stuck)
                 }
-                Outbound::Ping => {
-                    outbox.sent_one();
-                    if sink
-                        .feed(WsMessage::Ping(Default::default()))
-                        .await
-                        .is_err()
-                    {
-                        break 'outer None;
-                    }
-                }
-                Outbound::Close(code, reason) => {
-                    let _ = sink.flush().await;
-                    break 'outer Some((code, reason));
-                }
-            }
-            written += 1;
-            if written < BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        for owed in outbox.take_owed() {
-            if sink.feed(WsMessage::Text(owed)).await.is_err() {
-                break 'outer None;
-            }
-        }
-        if written == 0 || sink.flush().await.is_err() {
-            break None;
+            },
+            _ = &mut kill => Some(WriterEnd::Stuck),
+        };
+        if let Some(end) = ended {
+            break end;
         }
     };
-    if let Some((code, reason)) = closing {
+    // A stuck socket will not take a close frame either: a moment's try, then drop it.
+    let bounded = match end {
+        WriterEnd::Stuck => std::time::Duration::from_millis(100),
+        _ => std::time::Duration::from_secs(2),
+    };
+    if let WriterEnd::Stuck = end {
+        let frame = CloseFrame {
+            code: close::SLOW_CONSUMER.into(),
+            reason: "slow consumer".into(),
+        };
+        let _ = tokio::time::timeout(bounded, sink.send(WsMessage::Close(Some(frame)))).await;
+    }
+    if let WriterEnd::Close(code, reason) = end {
         let frame = CloseFrame {
             code: code.into(),
             reason: reason.into(),
         };
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            sink.send(WsMessage::Close(Some(frame))),
-        )
-        .await;
+        let _ = tokio::time::timeout(bounded, sink.send(WsMessage::Close(Some(frame)))).await;
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(bounded, sink.close()).await;
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then what a slow consumer is
+/// owed, and flushes. `Ok(Some(..))`: a close frame came up; `Err`: the socket failed.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    first: Outbound,
+    rx: &mut mpsc::UnboundedReceiver<Outbound>,
+    outbox: &Outbox,
+) -> Result<Option<WriterEnd>, ()> {
+    const BATCH: usize = 256;
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(frame) = next.take() {
+        outbox.sent(&frame);
+        let message = match frame {
+            Outbound::Text(t) => WsMessage::Text(t),
+            Outbound::Ping => WsMessage::Ping(Default::default()),
+            Outbound::Close(code, reason) => {
+                sink.flush().await.map_err(|_| ())?;
+                return Ok(Some(WriterEnd::Close(code, reason)));
+            }
+        };
+        sink.feed(message).await.map_err(|_| ())?;
+        written += 1;
+        if written < BATCH {
+            next = rx.try_recv().ok();
+        }
+    }
+    for owed in outbox.take_owed() {
+        sink.feed(WsMessage::Text(owed)).await.map_err(|_| ())?;
+    }
+    sink.flush().await.map_err(|_| ())?;
+    Ok(None)
+}
+
+/// Resolves once the sender of `flag` is gone.
+async fn gone(flag: &mut watch::Receiver<bool>) {
+    while flag.changed().await.is_ok() {}
 }
 
 /// Resolves once a watch flag is raised (or its sender is gone).
@@ -283,16 +408,37 @@ async fn raised(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|s| *s).await.map(|_| ());
 }
 
-fn is_capacity_error(err: &axum::Error) -> bool {
-    use std::error::Error as _;
-    let mut source = err.source();
-    while let Some(e) = source {
-        if let Some(t) = e.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
-            return matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_));
+/// The read errors the connection survives or answers.
+enum SocketError {
+    /// A frame over the size limit (close 1009).
+    TooBig,
+    /// A text frame that is not UTF-8: answered, then closed with 1007.
+    NotUtf8,
+    Other,
+}
+
+impl SocketError {
+    fn of(err: &axum::Error) -> SocketError {
+        use std::error::Error as _;
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let mut source = err.source();
+        while let Some(e) = source {
+            if let Some(t) = e.downcast_ref::<WsError>() {
+                return match t {
+                    WsError::Capacity(_) => SocketError::TooBig,
+                    WsError::Utf8(_) => SocketError::NotUtf8,
+                    _ => SocketError::Other,
+                };
+            }
+            source = e.source();
         }
-        source = e.source();
+        let text = err.to_string();
+        if text.to_lowercase().contains("too long") || text.contains("Capacity") {
+            SocketError::TooBig
+        } else {
+            SocketError::Other
+        }
     }
-    err.to_string().to_lowercase().contains("too long") || err.to_string().contains("Capacity")
 }
 
 async fn close_with(
@@ -313,9 +459,11 @@ fn handle_text(
     dragon: &Dragon,
     conn: &Arc<Conn>,
     in_flight: &Arc<AtomicUsize>,
+    tasks: &mut JoinSet<()>,
     text: &str,
     seq: u64,
 ) {
+    while tasks.try_join_next().is_some() {} // forget finished ones
     let outbox = &conn.outbox;
     let request = match parse_request(text) {
         Ok(r) => r,
@@ -337,7 +485,7 @@ fn handle_text(
     // shutdown waits on (a write that committed is published before the process exits).
     let slot = InFlight::enter(in_flight.clone(), dragon.inner.requests.clone());
     let broker = dragon.inner.broker.clone();
-    tokio::spawn(publish::with_broker(broker, async move {
+    tasks.spawn(publish::with_broker(broker, async move {
         let _slot = slot;
         let id = request.id.clone();
         let ctx = Ctx::new(
@@ -348,7 +496,15 @@ fn handle_text(
             seq,
         );
         let (route, verb) = (request.route.clone(), request.verb.clone());
-        let result = dispatch(&dragon, &ctx, request).await;
+        // A panic in a verb is a fault like any other: answered `internal`, logged.
+        let result = std::panic::AssertUnwindSafe(dispatch(&dragon, &ctx, request))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let what = panic_message(panic.as_ref());
+                tracing::error!(conn = %conn.id, %route, %verb, panic = what, "a request panicked");
+                Err(Error::Internal(format!("the request panicked: {what}")))
+            });
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code().as_str(),
@@ -379,6 +535,15 @@ fn handle_text(
             }
         }
     }));
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// A request's place in its connection's in-flight count and in the server's.

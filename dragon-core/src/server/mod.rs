@@ -25,19 +25,31 @@ use crate::hub::Hub;
 use crate::router::Router;
 use crate::{changelog, publish};
 
-/// Per-connection limits (section 1), each configurable.
+/// The server's bounds against heavy or abusive clients, each configurable; `docs/limits.md`
+/// lists them with their defaults and what a client sees at each.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Open WebSocket connections the server accepts; more are refused with HTTP 503.
+    pub max_connections: usize,
     /// Largest inbound frame in bytes; larger closes the socket with 1009.
     pub max_frame: usize,
     /// Requests one connection may have in flight; more answer `rate_limited`.
     pub max_in_flight: usize,
     /// Subscriptions one connection may hold; more answer `rate_limited`.
     pub max_subscriptions: usize,
-    /// Frames queued for one connection before it counts as a slow consumer.
+    /// Frames queued for one connection (replies and events) before it counts as behind:
+    /// its events are then merged, and its requests wait until it reads.
     pub max_queued: usize,
-    /// How long a slow consumer may stay behind before it is closed with 4008.
+    /// The same budget in bytes.
+    pub max_queued_bytes: usize,
+    /// How long a connection may stay behind (over its budget, or in a socket write) before
+    /// it is closed with 4008.
     pub slow_consumer_grace: Duration,
+    /// The size of the filters clients send (`in` lists, comparisons, nesting).
+    pub filter: crate::filter::FilterLimits,
+    /// Missed events a `subscribe` with `since` may replay; a longer gap answers
+    /// `recovered: false` (the client reloads instead).
+    pub max_replay: usize,
     /// Presence keys one connection may join or watch; more answer `rate_limited`.
     pub max_presence_keys: usize,
     /// Presence state changes one connection may make per second (and in a burst); faster
@@ -49,20 +61,27 @@ pub struct Limits {
     /// How long a connection may outlive its token's expiry without a new token
     /// (`dragon.auth`) before it is closed with 4003.
     pub token_grace: Duration,
+    /// Close a connection that sends no request for this long (4009; off by default).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_connections: 50_000,
             max_frame: 64 * 1024,
             max_in_flight: 64,
             max_subscriptions: 1000,
             max_queued: 4096,
+            max_queued_bytes: 4 * 1024 * 1024,
             slow_consumer_grace: crate::hub::SLOW_CONSUMER_GRACE,
+            filter: crate::filter::FilterLimits::default(),
+            max_replay: 1000,
             max_presence_keys: 1000,
             presence_updates_per_second: 10,
             ping_interval: Duration::from_secs(15),
             token_grace: Duration::from_secs(30),
+            idle_timeout: None,
         }
     }
 }
@@ -543,12 +562,56 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A place among the server's connections ([`Limits::max_connections`]), held from the
+/// upgrade request until the connection has ended.
+struct Seat {
+    inner: Arc<Inner>,
+}
+
+impl Seat {
+    fn take(dragon: &Dragon) -> Option<Seat> {
+        let inner = &dragon.inner;
+        if inner.live.fetch_add(1, Ordering::AcqRel) >= inner.limits.max_connections {
+            Seat::leave(inner);
+            return None;
+        }
+        Some(Seat {
+            inner: inner.clone(),
+        })
+    }
+
+    fn leave(inner: &Inner) {
+        if inner.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            inner.all_closed.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        Seat::leave(&self.inner);
+    }
+}
+
 async fn ws_handler(
     State(dragon): State<Dragon>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // Refused before any work for it: a full server answers at the cost of a status line.
+    let Some(seat) = Seat::take(&dragon) else {
+        tracing::warn!(
+            max = dragon.inner.limits.max_connections,
+            "connection refused: the server is full"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "too many connections (limit max_connections)",
+        )
+            .into_response();
+    };
     let origin_ok = origin_allowed(&headers, dragon.inner.allowed_origins.as_deref());
     let identity = match &dragon.inner.auth {
         Some(auth) if origin_ok => {
@@ -564,7 +627,7 @@ async fn ws_handler(
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| conn::run(dragon, socket, identity, origin_ok))
+        .on_upgrade(move |socket| conn::run(dragon, socket, identity, origin_ok, seat))
 }
 
 /// Same-origin by default: a browser page may open the socket only if it was served by this

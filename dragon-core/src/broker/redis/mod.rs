@@ -397,6 +397,7 @@ impl Shared {
         route: &str,
         after: Position,
         until: Option<Position>,
+        max: usize,
     ) -> Result<Vec<Entry>, BrokerError> {
         let key = self.stream_key(route);
         let end = until.map_or_else(|| "+".to_owned(), |p| p.to_string());
@@ -423,7 +424,8 @@ impl Shared {
                     message,
                 });
             }
-            if n < BATCH {
+            // One past `max` tells the caller there is more than it wants.
+            if n < BATCH || out.len() > max {
                 return Ok(out);
             }
         }
@@ -500,11 +502,23 @@ impl Broker for RedisBroker {
     }
 
     async fn history(&self, route: &str, after: Position) -> Result<History, BrokerError> {
+        self.history_at_most(route, after, usize::MAX).await
+    }
+
+    async fn history_at_most(
+        &self,
+        route: &str,
+        after: Position,
+        max: usize,
+    ) -> Result<History, BrokerError> {
         let s = &self.shared;
         s.ensure_connected()?;
-        let entries = s.range(route, after, None).await?;
+        let entries = s.range(route, after, None, max).await?;
         if !s.chained(route, after, &entries).await? {
             return Ok(History::Gone);
+        }
+        if entries.len() > max {
+            return Ok(History::TooLong);
         }
         let route: Arc<str> = Arc::from(route);
         let mut out = Vec::with_capacity(entries.len());

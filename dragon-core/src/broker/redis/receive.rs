@@ -84,7 +84,7 @@ impl Shared {
         base: Position,
         until: Option<Position>,
     ) -> Result<(), BrokerError> {
-        let entries = self.range(route, base, until).await?;
+        let entries = self.range(route, base, until, usize::MAX).await?;
         if !entries.is_empty() && !self.chained(route, base, &entries).await? {
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%route, after = %base,

@@ -477,7 +477,7 @@ where
 
     /// The client's filter with the router's scope forced on.
     fn visible(&self, ctx: &Ctx, args: &Value) -> Result<Filter, Error> {
-        let filter = Filter::parse(args.get("filter"), &self.schema)?;
+        let filter = ctx.client_filter(args.get("filter"), &self.schema)?;
         Ok(self.scope_filter(ctx)?.and(filter))
     }
 

@@ -32,8 +32,9 @@ where
     pub(super) async fn get_list(&self, ctx: &Ctx, args: Value) -> Result<Output, Error> {
         let filter = self.visible(ctx, &args)?;
         let order = self.order_by(&args)?;
-        let page = page_arg(&args, "page", 1, u64::MAX)?;
         let per_page = page_arg(&args, "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE)?;
+        // The row offset must fit the database's signed 64-bit integers.
+        let page = page_arg(&args, "page", 1, i64::MAX as u64 / per_page)?;
         let position = ctx.position(M::ROUTE).await?;
         let select = M::Entity::find().filter(self.condition(&filter));
         let total = select.clone().count(&self.db).await?;
@@ -111,6 +112,7 @@ where
 
     pub(super) async fn subscribe(&self, ctx: &Ctx, args: Value) -> Result<Output, Error> {
         let filter = self.visible(ctx, &args)?;
+        let slot = ctx.reserve_subscription()?;
         let since = match args.get("since") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.parse().ok()),
@@ -143,7 +145,7 @@ where
                 .collect();
             let start = Start::After(position);
             let data = ctx
-                .subscribe(M::ROUTE, filter, start, show_recovered, Some(items))
+                .subscribe(slot, M::ROUTE, filter, start, show_recovered, Some(items))
                 .await?;
             return Ok(Output::data(data));
         }
@@ -153,7 +155,7 @@ where
             Some(None) => Start::Unknown,
         };
         Ok(Output::data(
-            ctx.subscribe(M::ROUTE, filter, start, show_recovered, None)
+            ctx.subscribe(slot, M::ROUTE, filter, start, show_recovered, None)
                 .await?,
         ))
     }
@@ -164,9 +166,6 @@ fn page_arg(args: &Value, name: &str, default: u64, max: u64) -> Result<u64, Err
         None | Some(Value::Null) => Ok(default),
         Some(v) => match v.as_u64() {
             Some(n) if n >= 1 && n <= max => Ok(n),
-            _ if max == u64::MAX => Err(Error::bad_request(format!(
-                "{name} must be a positive integer"
-            ))),
             _ => Err(Error::bad_request(format!(
                 "{name} must be an integer from 1 to {max}"
             ))),
