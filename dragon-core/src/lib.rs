@@ -33,6 +33,9 @@ pub use auth::Authenticator;
 pub use dragon_derive::DragonModel;
 pub use error::{Error, Result};
 pub use model::{ModelHooks, Publish};
+/// The metrics library of `/metrics`, for registering an app's own metrics
+/// ([`server::Builder::metrics_registry`]) with the same version Dragon encodes.
+pub use prometheus_client;
 pub use publish::transaction;
 pub use router::{Ctx, ModelRouter, Router, Validator};
 pub use server::{BuildError, Dragon, Limits};

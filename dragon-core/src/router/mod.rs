@@ -30,7 +30,8 @@ pub use verbs::{Subscribe, Verbs};
 pub trait Router: Send + Sync + 'static {
     /// The route name clients address (`todo-item`).
     fn name(&self) -> &str;
-    /// Handles one verb. Unknown verbs answer [`Error::UnknownVerb`].
+    /// Handles one verb. Unknown verbs answer [`Error::UnknownVerb`], before any other
+    /// check: `/metrics` labels a verb by its name unless it answered that.
     async fn call(&self, ctx: &Ctx, verb: &str, args: Value) -> Result<Output, Error>;
 
     /// A mistake in the router's own configuration, found when the server is built (so it

@@ -505,17 +505,13 @@ fn handle_text(
                 tracing::error!(conn = %conn.id, %route, %verb, panic = what, "a request panicked");
                 Err(Error::Internal(format!("the request panicked: {what}")))
             });
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.code().as_str(),
-        };
         let known = dragon.inner.routers.contains_key(&route) || route == "dragon";
-        let label = if known { route.as_str() } else { "(unknown)" };
+        let error = result.as_ref().err();
         dragon
             .inner
             .hub
             .metrics()
-            .request(label, &verb_label(&result, &verb), outcome);
+            .request(known, &route, &verb, error);
         let already = ctx.replied.load(Ordering::Acquire);
         match result {
             Ok(out) if !already => conn
@@ -566,14 +562,6 @@ impl Drop for InFlight {
         if self.server.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.server.idle.notify_waiters();
         }
-    }
-}
-
-/// Unknown verbs are counted under one label, so clients cannot grow the metrics.
-fn verb_label(result: &Result<Output, Error>, verb: &str) -> String {
-    match result {
-        Err(Error::UnknownVerb { .. } | Error::UnknownRoute(_)) => "(unknown)".to_owned(),
-        _ => verb.to_owned(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod conn;
 mod dragon_route;
+mod health;
 mod http_publish;
 
 use std::collections::HashMap;
@@ -14,8 +15,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::{Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
 use axum::routing::{get, post};
 use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, watch};
@@ -104,6 +105,8 @@ struct Inner {
     all_closed: Notify,
     requests: Arc<Requests>,
     relays: changelog::Relays,
+    /// The app's metrics and Dragon's, served on `/metrics`.
+    registry: prometheus_client::registry::Registry,
     on_connect: Option<Hook>,
     on_disconnect: Option<Hook>,
 }
@@ -134,7 +137,8 @@ pub struct Dragon {
     inner: Arc<Inner>,
 }
 
-/// Configures a [`Dragon`].
+/// Configures a [`Dragon`]. `/metrics` works with no configuration; to serve the app's own
+/// metrics there too, see [`Builder::metrics_registry`].
 #[derive(Default)]
 pub struct Builder {
     broker: Option<Arc<dyn Broker>>,
@@ -145,6 +149,7 @@ pub struct Builder {
     allowed_origins: Option<Vec<String>>,
     db: Option<DatabaseConnection>,
     publish_secret: Option<String>,
+    metrics_registry: prometheus_client::registry::Registry,
     on_connect: Option<Hook>,
     on_disconnect: Option<Hook>,
 }
@@ -227,6 +232,28 @@ impl Builder {
         self
     }
 
+    /// Serves the app's metrics in `registry` on `/metrics` beside Dragon's own (`dragon_*`),
+    /// so one scrape sees both; by default Dragon's are served alone. Register them before,
+    /// and keep the handles: clones share one value.
+    ///
+    /// ```
+    /// use dragon_core::Dragon;
+    /// use dragon_core::prometheus_client::metrics::counter::Counter;
+    /// use dragon_core::prometheus_client::registry::Registry;
+    ///
+    /// let signups = Counter::<u64>::default();
+    /// let mut registry = Registry::default();
+    /// // Served as `myapp_signups_total` (counters get `_total`).
+    /// registry.register("myapp_signups", "Accounts created", signups.clone());
+    /// let builder = Dragon::builder().metrics_registry(registry);
+    /// signups.inc(); // wherever an account is created
+    /// # drop(builder);
+    /// ```
+    pub fn metrics_registry(mut self, registry: prometheus_client::registry::Registry) -> Self {
+        self.metrics_registry = registry;
+        self
+    }
+
     /// Starts the hub. Must run inside a tokio runtime.
     ///
     /// # Panics
@@ -273,9 +300,12 @@ impl Builder {
             .chain(self.db.clone())
             .collect();
         let relays = changelog::Relays::start(dbs, &broker);
+        let hub = Hub::start(broker.clone());
+        let mut registry = self.metrics_registry;
+        hub.metrics().register(&mut registry);
         Ok(Dragon {
             inner: Arc::new(Inner {
-                hub: Hub::start(broker.clone()),
+                hub,
                 broker,
                 routers: Arc::new(routers),
                 limits: self.limits,
@@ -290,6 +320,7 @@ impl Builder {
                 all_closed: Notify::new(),
                 requests: Arc::default(),
                 relays,
+                registry,
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
             }),
@@ -419,8 +450,8 @@ impl Dragon {
         };
         axum::Router::new()
             .route("/ws", get(ws_handler))
-            .route("/healthz", get(healthz))
-            .route("/metrics", get(metrics))
+            .route("/healthz", get(health::healthz))
+            .route("/metrics", get(health::metrics))
             .route("/dragon/publish", post(http_publish::publish))
             .route("/dragon/dragon.js", get(js(DRAGON_JS)))
             .route("/dragon/dragon.mjs", get(js(DRAGON_MJS)))
@@ -650,50 +681,5 @@ fn origin_allowed(headers: &HeaderMap, allowed: Option<&[String]>) -> bool {
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
-async fn metrics(State(dragon): State<Dragon>) -> Response {
-    let hub = &dragon.inner.hub;
-    let body = hub.metrics().render(
-        dragon.connections(),
-        hub.subscription_count(),
-        hub.presence().view_count(),
-        publish::backlog(),
-        changelog::status(),
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
-}
-
-/// `/healthz` fails while a committed change has waited this long for the broker (in the
-/// retry queue, or in the change log: the relay is stuck).
-const BACKLOG_STUCK: Duration = Duration::from_secs(30);
-
 /// Bytes each socket reads at a time (see `ws_handler`).
 const READ_BUFFER: usize = 4096;
-
-async fn healthz(State(dragon): State<Dragon>) -> Response {
-    let db_ok = match &dragon.inner.db {
-        Some(db) => db.ping().await.is_ok(),
-        None => true,
-    };
-    let broker_ok = dragon.inner.broker.healthy().await;
-    // Committed changes the broker has not taken for this long: publishing is stuck.
-    let backlog = publish::backlog();
-    let log = changelog::status();
-    let stuck = backlog.oldest.is_some_and(|d| d > BACKLOG_STUCK)
-        || log.oldest.is_some_and(|d| d > BACKLOG_STUCK);
-    let body = serde_json::json!({
-        "database": db_ok,
-        "broker": broker_ok,
-        "backlog": backlog.waiting,
-        "changelog": {
-            "backlog": log.backlog,
-            "oldest_ms": log.oldest.map(|d| d.as_millis() as u64),
-            "relaying": log.relaying,
-        },
-    });
-    let status = if db_ok && broker_ok && !stuck {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(body)).into_response()
-}

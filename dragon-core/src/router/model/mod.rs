@@ -819,7 +819,13 @@ where
     }
 
     async fn call(&self, ctx: &Ctx, verb: &str, args: Value) -> Result<Output, Error> {
-        if verb.parse::<Verb>().is_err() && !self.verbs.contains_key(verb) {
+        // Before any rule, so a verb the route lacks (presence without `.presence`) answers
+        // `unknown_verb` whoever asks, and `/metrics` counts it as such.
+        let offered = match verb.parse::<Verb>() {
+            Ok(_) => !Presence::handles(verb) || self.presence.is_some(),
+            Err(_) => self.verbs.contains_key(verb),
+        };
+        if !offered {
             return Err(Error::UnknownVerb {
                 route: M::ROUTE.to_owned(),
                 verb: verb.to_owned(),
