@@ -273,7 +273,7 @@ impl Parser<'_> {
     }
 
     fn comparison(&self, key: &str, value: &Value) -> Result<Filter, Error> {
-            let schema = self.schema;
+        let schema = self.schema;
         let (name, op) = match key.rsplit_once("__") {
             Some((name, op)) => match Op::parse(op) {
                 Some(op) => (name, op),
@@ -297,37 +297,36 @@ impl Parser<'_> {
             ))
         };
         let one = |v: &Value| ty.scalar(v).ok_or_else(bad_value);
-        let operand =
-            match op {
-                Op::IsNull => Operand::Null(value.as_bool().ok_or_else(|| {
-                    Error::bad_request(format!("filter {key:?} needs true or false"))
-                })?),
-                Op::In => {
-                    let Value::Array(items) = value else {
-                        return Err(Error::bad_request(format!("filter {key:?} needs an array")));
-                    };
-                    if items.len() > self.limits.max_in {
-                        return Err(Error::bad_request(format!(
-                            "filter {key:?} lists {} values; at most {} (limit max_in)",
-                            items.len(),
-                            self.limits.max_in
-                        )));
-                    }
-                    Operand::Many(items.iter().map(one).collect::<Result<_, _>>()?)
-                }
-                Op::Lt | Op::Lte | Op::Gt | Op::Gte if !ty.is_ordered() => {
+        let operand = match op {
+            Op::IsNull => Operand::Null(value.as_bool().ok_or_else(|| {
+                Error::bad_request(format!("filter {key:?} needs true or false"))
+            })?),
+            Op::In => {
+                let Value::Array(items) = value else {
+                    return Err(Error::bad_request(format!("filter {key:?} needs an array")));
+                };
+                if items.len() > self.limits.max_in {
                     return Err(Error::bad_request(format!(
-                        "{key:?}: a {} field has no order",
-                        ty.name()
+                        "filter {key:?} lists {} values; at most {} (limit max_in)",
+                        items.len(),
+                        self.limits.max_in
                     )));
                 }
-                Op::Contains | Op::IContains | Op::StartsWith if ty != FieldType::Text => {
-                    return Err(Error::bad_request(format!(
-                        "{key:?}: text lookups need a string field"
-                    )));
-                }
-                _ => Operand::One(one(value)?),
-            };
+                Operand::Many(items.iter().map(one).collect::<Result<_, _>>()?)
+            }
+            Op::Lt | Op::Lte | Op::Gt | Op::Gte if !ty.is_ordered() => {
+                return Err(Error::bad_request(format!(
+                    "{key:?}: a {} field has no order",
+                    ty.name()
+                )));
+            }
+            Op::Contains | Op::IContains | Op::StartsWith if ty != FieldType::Text => {
+                return Err(Error::bad_request(format!(
+                    "{key:?}: text lookups need a string field"
+                )));
+            }
+            _ => Operand::One(one(value)?),
+        };
         Ok(Filter::Cmp {
             field: name.to_owned(),
             ty,

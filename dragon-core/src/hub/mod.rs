@@ -537,8 +537,7 @@ impl Hub {
             );
             st.position
         };
-        let (position, recovered, replay) = match self.join(route, cut, start, max_replay).await
-        {
+        let (position, recovered, replay) = match self.join(route, cut, start, max_replay).await {
             Ok(j) => j,
             Err(err) => {
                 state.lock().expect("route lock").remove(key);
@@ -608,7 +607,11 @@ impl Hub {
             // dispatched further); a position it does not know must not become the join
             // point, or live events before it would be skipped.
             Start::After(since) => {
-                match self.broker.history_at_most(route, since, max_replay).await? {
+                match self
+                    .broker
+                    .history_at_most(route, since, max_replay)
+                    .await?
+                {
                     History::Complete(_) if since > cut => Ok((since, true, Vec::new())),
                     History::Complete(events) => {
                         let replay = events.into_iter().filter(|e| e.position <= cut).collect();
@@ -646,210 +649,4 @@ impl Hub {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-    use crate::broker::MemoryBroker;
-    use crate::schema::Schema;
-
-    fn schema() -> Schema {
-        Schema::new(vec![])
-            .field("list_id", FieldType::Integer, false)
-            .field("text", FieldType::Text, false)
-    }
-
-    fn sub(filter: serde_json::Value, outbox: &Arc<Outbox>, id: &str) -> Sub {
-        Sub {
-            outbox: outbox.clone(),
-            id: Arc::from(id),
-            filter: Filter::parse(Some(&filter), &schema()).unwrap(),
-            joining: None,
-            joined_at: None,
-        }
-    }
-
-    fn change(old_list: Option<i64>, new_list: Option<i64>) -> Message {
-        let row = |l: i64| {
-            json!({"id": 1, "list_id": l, "text": "x"})
-                .as_object()
-                .unwrap()
-                .clone()
-        };
-        Message::Change {
-            kind: crate::protocol::ChangeKind::Updated,
-            old: old_list.map(row),
-            new: new_list.map(row),
-            id: None,
-            version: None,
-        }
-    }
-
-    /// Publishes a created item of list 3 on `items`.
-    async fn publish_item(hub: &Hub) {
-        let row = json!({"id": 1, "list_id": 3, "text": "x"});
-        let row = row.as_object().unwrap().clone();
-        hub.broker()
-            .publish("items", Message::created(row))
-            .await
-            .unwrap();
-    }
-
-    #[test]
-    fn pinned_equalities_are_looked_up_not_scanned() {
-        let (outbox, _rx) = Outbox::new(1, test_budget());
-        let mut st = RouteState::default();
-        for list in 0..10_000 {
-            st.insert(list as u64, sub(json!({"list_id": list}), &outbox, "s1"));
-        }
-        st.insert(20_000, sub(json!({"text__contains": "x"}), &outbox, "s2"));
-        st.insert(20_001, sub(json!({"list_id__in": [5, 6]}), &outbox, "s3"));
-        // A change in list 5 concerns list 5's subscription, the `in` one, and the unindexed one.
-        let mut got = st.candidates(&change(Some(5), Some(5)));
-        got.sort_unstable();
-        assert_eq!(got, [5, 20_000, 20_001]);
-        // Moving a row from list 7 to list 8 concerns both lists' subscribers.
-        let mut got = st.candidates(&change(Some(7), Some(8)));
-        got.sort_unstable();
-        assert_eq!(got, [7, 8, 20_000]);
-        // Removal cleans the index.
-        assert!(st.remove(5));
-        assert!(!st.remove(5));
-        let got = st.candidates(&change(None, Some(5)));
-        assert_eq!(got.len(), 2);
-        assert_eq!(
-            st.index["list_id"].1.len(),
-            10_000 - 1 + 1,
-            "list 5 stays for the `in` sub"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_unknown_future_position_is_not_a_join_point() {
-        let hub = Hub::start(Arc::new(MemoryBroker::new()));
-        let (outbox, mut rx) = Outbox::new(1, test_budget());
-        let head = hub.broker().head("items").await.unwrap();
-        let future = Position(head.0 + 1, 7);
-        let joined = hub
-            .subscribe(
-                &outbox,
-                hub.next_key(),
-                "items",
-                Arc::from("s1"),
-                Filter::all(),
-                Start::After(future),
-                1000,
-                |_| "reply".into(),
-            )
-            .await
-            .unwrap();
-        assert!(
-            !joined.recovered,
-            "a position the broker never made is not recoverable"
-        );
-        assert!(joined.position < future);
-        let _ = rx.recv().await; // the reply
-        publish_item(&hub).await;
-        let Some(Outbound::Text(frame)) = rx.recv().await else {
-            panic!()
-        };
-        assert!(
-            frame.as_str().contains(r#""event":"created""#),
-            "live events still arrive"
-        );
-    }
-
-    #[tokio::test]
-    async fn one_frame_per_connection_shared_bytes() {
-        let hub = Hub::start(Arc::new(MemoryBroker::new()));
-        let (a, mut rx_a) = Outbox::new(1, test_budget());
-        let (b, mut rx_b) = Outbox::new(2, test_budget());
-        for (outbox, id) in [(&a, "s1"), (&a, "s2"), (&b, "s1")] {
-            let filter = Filter::parse(Some(&json!({"list_id": 3})), &schema()).unwrap();
-            let key = hub.next_key();
-            hub.subscribe(outbox, key, "items", Arc::from(id), filter, Start::Now, 1000, |_| {
-                "reply".into()
-            })
-            .await
-            .unwrap();
-        }
-        let _ = (rx_a.recv().await, rx_a.recv().await, rx_b.recv().await); // replies
-        publish_item(&hub).await;
-        let Some(Outbound::Text(fa)) = rx_a.recv().await else {
-            panic!()
-        };
-        let Some(Outbound::Text(fb)) = rx_b.recv().await else {
-            panic!()
-        };
-        assert!(
-            fa.as_str().contains(r#""subs":["s1","s2"]"#),
-            "{}",
-            fa.as_str()
-        );
-        assert!(fb.as_str().contains(r#""subs":["s1"]"#));
-        assert!(rx_a.try_recv().is_err(), "one frame per connection");
-    }
-
-    #[tokio::test]
-    async fn a_message_published_twice_is_delivered_once() {
-        let hub = Hub::start(Arc::new(MemoryBroker::new()));
-        let (outbox, mut rx) = Outbox::new(1, test_budget());
-        hub.subscribe(
-            &outbox,
-            hub.next_key(),
-            "items",
-            Arc::from("s1"),
-            Filter::all(),
-            Start::Now,
-            1000,
-            |_| "reply".into(),
-        )
-        .await
-        .unwrap();
-        let _ = rx.recv().await; // the reply
-        let row = json!({"id": 1, "list_id": 3, "text": "x"});
-        let message = Message::created(row.as_object().unwrap().clone());
-        // As after a publish that timed out but reached the broker, and was retried.
-        hub.broker()
-            .publish("items", message.clone())
-            .await
-            .unwrap();
-        hub.broker().publish("items", message).await.unwrap();
-        hub.broker()
-            .publish("items", Message::custom("ping", json!({})))
-            .await
-            .unwrap();
-        let mut events = Vec::new();
-        while let Ok(Some(Outbound::Text(t))) =
-            tokio::time::timeout(std::time::Duration::from_millis(200), rx.recv()).await
-        {
-            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-            events.push(v["event"].as_str().unwrap().to_owned());
-        }
-        assert_eq!(events, ["created", "ping"]);
-        // A subscriber replaying the history gets it once too.
-        let (late, mut late_rx) = Outbox::new(2, test_budget());
-        let start = Position(hub.broker().head("items").await.unwrap().0, 0);
-        hub.subscribe(
-            &late,
-            hub.next_key(),
-            "items",
-            Arc::from("s1"),
-            Filter::all(),
-            Start::After(start),
-            1000,
-            |_| "reply".into(),
-        )
-        .await
-        .unwrap();
-        let mut replayed = Vec::new();
-        while let Ok(Some(Outbound::Text(t))) =
-            tokio::time::timeout(std::time::Duration::from_millis(200), late_rx.recv()).await
-        {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str()) {
-                replayed.push(v["event"].as_str().unwrap_or("").to_owned());
-            }
-        }
-        assert_eq!(replayed, ["created", "ping"]);
-    }
-}
+mod tests;

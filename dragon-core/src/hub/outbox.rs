@@ -178,7 +178,6 @@ impl Outbox {
         self.budget.grace
     }
 
-
     /// Queues an event frame (kind `slot` of `env`, for `subs`), or, for a slow consumer,
     /// merges it into the backlog. Returns whether it was queued as is.
     pub(crate) fn send_event(
