@@ -2,6 +2,9 @@
 //! hurt another (issue 12). Real server, real sockets; limits in `docs/limits.md`.
 
 mod common;
+#[path = "common/redis.rs"]
+#[allow(dead_code)]
+mod redis_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -264,7 +267,10 @@ async fn a_panicking_verb_answers_internal_and_frees_its_slot() {
     for _ in 0..100 {
         let (code, message) = error_of(&c, "faulty", "panic", json!({})).await;
         assert_eq!(code, ErrorCode::Internal);
-        assert!(!message.contains("a bug"), "details stay in the log: {message}");
+        assert!(
+            !message.contains("a bug"),
+            "details stay in the log: {message}"
+        );
     }
     still_works(&c).await;
 }
@@ -414,7 +420,11 @@ async fn a_replay_storm_does_not_delay_live_events() {
         .call("todo-item", "subscribe", json!({"since": first}))
         .await
         .unwrap();
-    assert_eq!(old.data["recovered"], json!(false), "a replay over the limit");
+    assert_eq!(
+        old.data["recovered"],
+        json!(false),
+        "a replay over the limit"
+    );
 
     let storming = Arc::new(AtomicBool::new(true));
     let mut storm = Vec::new();
@@ -448,7 +458,10 @@ async fn a_replay_storm_does_not_delay_live_events() {
     for i in 0..40 {
         let t = Instant::now();
         new_item(&writer, watched, &format!("live {i}")).await;
-        let event = sub.next_within(Duration::from_secs(5)).await.expect("event");
+        let event = sub
+            .next_within(Duration::from_secs(5))
+            .await
+            .expect("event");
         assert_eq!(event.event, "created");
         worst = worst.max(t.elapsed());
     }
@@ -478,7 +491,12 @@ async fn garbage_frames_are_answered_and_the_socket_kept() {
     let reply = next_text(&mut bad).await;
     assert_eq!(reply["id"], Value::Null);
     assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
-    assert!(reply["error"]["message"].as_str().unwrap().contains("UTF-8"));
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("UTF-8")
+    );
     assert_eq!(close_code(&mut bad).await, Some(1007));
 
     let mut ws = raw_socket(&app).await;
@@ -519,7 +537,10 @@ async fn garbage_frames_are_answered_and_the_socket_kept() {
 async fn close_code(ws: &mut RawSocket) -> Option<u16> {
     use futures_util::StreamExt;
     loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.expect("a frame") {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame")
+        {
             Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code.into()),
             Some(Ok(_)) => continue,
             _ => return None,
@@ -623,4 +644,79 @@ async fn other_errors_keep_a_refused_frame_from_changing_anything() {
     assert_eq!(code, ErrorCode::RateLimited);
     assert!(message.contains("max_subscriptions"), "{message}");
     assert_eq!(app.dragon.subscription_count(), 2);
+}
+
+/// On Redis, a replay is read in pages and stops past `max_replay`: a gap longer than that
+/// is not recovered, a shorter one is replayed whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_replays_are_bounded_too() {
+    use dragon_core::broker::{Broker, Message};
+    let url = redis_support::redis_url();
+    let broker = redis_support::connect_broker(&url, redis_support::isolated_options()).await;
+    let app = TestApp::start_with(Backend::Sqlite, Some(broker.clone()), |b| {
+        b.limits(Limits {
+            max_replay: 500,
+            ..Limits::default()
+        })
+    })
+    .await;
+    let c = app.client().await;
+    let start = c
+        .call("todo-item", "subscribe", json!({"filter": {"list_id": 7}}))
+        .await
+        .unwrap()
+        .data["position"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let row = |i: i64| {
+        json!({"id": i, "list_id": 7, "text": format!("t{i}"), "done": false, "position": 0})
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    for i in 1..=800 {
+        broker
+            .publish("todo-item", Message::created(row(i)))
+            .await
+            .unwrap();
+    }
+    let mut live = c
+        .subscribe("todo-item", json!({"filter": {"list_id": 7}}))
+        .await
+        .unwrap();
+    let head = live.reply["position"].as_str().unwrap().to_owned();
+    let old = c
+        .call("todo-item", "subscribe", json!({"since": start}))
+        .await
+        .unwrap();
+    assert_eq!(old.data["recovered"], json!(false), "800 missed > 500");
+    for i in 801..=1100 {
+        broker
+            .publish("todo-item", Message::created(row(i)))
+            .await
+            .unwrap();
+    }
+    let mut count = 0;
+    while live.next_within(Duration::from_secs(2)).await.is_some() {
+        count += 1;
+        if count == 300 {
+            break;
+        }
+    }
+    assert_eq!(count, 300);
+    let mut recent = c
+        .subscribe("todo-item", json!({"since": head}))
+        .await
+        .unwrap();
+    assert_eq!(recent.reply["recovered"], json!(true), "300 missed <= 500");
+    let mut replayed = 0;
+    while recent
+        .next_within(Duration::from_millis(500))
+        .await
+        .is_some()
+    {
+        replayed += 1;
+    }
+    assert_eq!(replayed, 300);
 }
