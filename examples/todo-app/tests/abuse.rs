@@ -3,7 +3,6 @@
 
 mod common;
 #[path = "common/redis.rs"]
-#[allow(dead_code)]
 mod redis_support;
 
 use std::sync::Arc;
