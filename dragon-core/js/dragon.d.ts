@@ -20,7 +20,11 @@
 //   through `auth()` within the server's grace period) stops it too, with `token_expired`,
 //   unless the `token` option is a function: then the client reconnects with backoff and the
 //   function gives the fresh token. 1013 (the server's authentication backend failed, try
-//   again later) is retried like any other drop.
+//   again later) is retried like any other drop. 4009 (idle: the connection sent no request
+//   for the server's idle timeout) does not reconnect by itself: state 'idle' until the client
+//   is needed again (a call, connect(), reconnectNow(), or in a browser the page becoming
+//   visible or focused); then subscriptions, LiveLists and presence resume as after any
+//   reconnection.
 // - Revoked access: the server ends subscriptions with an `error` event frame
 //   `{event: 'error', route, subs, data: {code: 'forbidden', message: 'access revoked'}}`. The
 //   listed subscriptions end (`active` false, `error` set; not re-established on reconnect, no
@@ -416,10 +420,24 @@ export interface OpenInfo { conn: string | null; user: any; reconnect: boolean }
 /**
  * The socket's close. Codes with a meaning for the client: 4001 authentication required and
  * 1008 origin refused (final), 4003 token expired (final unless `token` is a function),
- * 1013 authentication backend failed (retried); others (1001, 1006, 4008, ...) are retried.
+ * 1013 authentication backend failed (retried), 4009 idle (reason "idle": no reconnection
+ * until needed, state 'idle'); others (1001, 1006, 4008, ...) are retried.
  */
 export interface CloseInfo { code?: number; reason?: string; wasClean?: boolean }
 export interface ReconnectingInfo { attempt: number; delay: number }
+/**
+ * - `connecting`: the first connection is being made.
+ * - `open`: connected (hello received); calls are sent at once.
+ * - `reconnecting`: the connection dropped; a new one is being made or waits for its backoff.
+ * - `idle`: not connected and no reconnection under way. Before the first connect() (with
+ *   `autoConnect: false`; calls then reject with `disconnected`), or after the server closed
+ *   the connection as idle (close 4009): then the next call (queued until connected),
+ *   presence()/watchPresence()/update(), connect(), reconnectNow(), or in a browser the page
+ *   becoming visible (`visibilitychange`) or the window getting the focus reconnects. Nothing
+ *   is live meanwhile: LiveList items and presence members stay as they were at the close.
+ *   ready() alone does not reconnect.
+ * - `closed`: for good (disconnect(), a final close code, or `maxAttempts` reached).
+ */
 export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
 export class Dragon {
@@ -442,6 +460,7 @@ export class Dragon {
   /** errors; for an `error` event frame (access revoked) a RevokedError (code `forbidden`, with route, subs, subscriptions) */
   on(event: 'error', cb: (error: DragonError | RevokedError | Error) => void): () => void;
   on(event: 'resync', cb: (info: ResyncInfo) => void): () => void;
+  /** every state change; 'idle' after a close 4009 (see ConnectionState) */
   on(event: 'state', cb: (state: ConnectionState) => void): () => void;
   /** every event frame the server sends */
   onChannelMessage(cb: (frame: EventFrame) => void): () => void;
@@ -449,10 +468,11 @@ export class Dragon {
   ready(): Promise<this>;
   /** cb once, when first connected (use on('open') for every reconnection); returns a cancel function */
   onReady(cb: (client: this) => void): () => void;
+  /** connect (again after disconnect(); at once when idle); resolves once connected */
   connect(): Promise<this>;
   /** close for good; pending and queued calls reject with `disconnected` */
   disconnect(): void;
-  /** skip the backoff wait and reconnect now */
+  /** skip the backoff wait and reconnect now; when idle (close 4009), reconnect now */
   reconnectNow(): Promise<this>;
 
   /** generic call; resolves the reply's data */

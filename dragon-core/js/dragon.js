@@ -29,6 +29,12 @@
  *   expired) stops it too, unless the `token` option is a function: then the client reconnects
  *   (with backoff) and the function gives the fresh token. 1013 (the server's authentication
  *   backend failed) is retried like any drop.
+ * - Close code 4009 (idle: the connection sent no request for the server's idle timeout) does
+ *   not reconnect by itself: the client goes to state 'idle' and reconnects when it is needed
+ *   again: on the next call (queued meanwhile, as while disconnected), on connect() or
+ *   reconnectNow(), or in a browser when the page becomes visible or gets the focus. Then
+ *   subscriptions, liveLists and presence resume as after any reconnection. If a call was
+ *   still waiting when the 4009 came, the client reconnects at once (with backoff) instead.
  * - `token` may be a string or a function returning a string (or a promise of one; null or
  *   undefined: anonymous), called before every (re)connection. A function that throws, rejects
  *   or does not settle within `timeout` counts as a failed connection attempt ('error' event,
@@ -425,7 +431,11 @@
       if (typeof this._WebSocket !== 'function') {
         throw new TypeError('dragon: no WebSocket implementation (pass options.WebSocket)');
       }
-      /** 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed' */
+      /**
+       * 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'. 'idle': not connected and
+       * no reconnection under way; before the first connect() (autoConnect: false), or after
+       * the server closed an idle connection (4009) until the client is needed again.
+       */
       this.state = 'idle';
       /** connection id and user from the server's hello */
       this.conn = null;
@@ -439,6 +449,8 @@
       this._retryTimer = null;
       this._connectTimer = null;
       this._opening = null;        // a token function is being awaited: {timer} of this attempt
+      this._idle = false;          // closed by the server as idle (4009): reconnect once needed
+      this._idleHooks = null;      // [target, event, listener] installed while idle (page wake-ups)
       this._heartbeatTimer = null;
       this._nextId = 1;
       this._pending = new Map();   // id -> request entry (sent, awaiting reply)
@@ -456,8 +468,16 @@
 
       var self = this;
       // Back online (browser): retry at once instead of waiting for the backoff timer.
-      this._onOnline = function () { if (self._wanted && !self._ws && !self._opening) self._openSocket(); };
+      this._onOnline = function () { if (self._wanted && !self._idle && !self._ws && !self._opening) self._openSocket(); };
       this._onlineHooked = false;
+      // Idle (4009): the page coming back into view or getting the focus wakes the client.
+      this._onVisibility = function () {
+        var doc = root.document;
+        if (!doc) return;
+        var visible = doc.visibilityState !== undefined ? doc.visibilityState === 'visible' : !doc.hidden;
+        if (visible) self._wake();
+      };
+      this._onFocus = function () { self._wake(); };
 
       if (o.autoConnect !== false) this.connect();
     }
@@ -467,7 +487,7 @@
     /**
      * Listen to 'open' ({conn, user, reconnect}) | 'close' ({code, reason, wasClean}) |
      * 'reconnecting' ({attempt, delay}) | 'error' (DragonError) | 'resync' ({route, subs,
-     * reason, subscription}) | 'state' ('connecting'|'open'|'reconnecting'|'closed').
+     * reason, subscription}) | 'state' ('connecting'|'open'|'reconnecting'|'idle'|'closed').
      * Returns off().
      */
     on(name, cb) { return addListener(this._listeners, name, cb); }
@@ -527,6 +547,7 @@
     /** Close for good: no reconnection; pending and queued calls reject with `disconnected`. */
     disconnect() {
       this._wanted = false;
+      this._leaveIdle();
       clearTimeout(this._retryTimer); this._retryTimer = null;
       this._cancelOpening();
       var ws = this._ws;
@@ -551,6 +572,7 @@
 
     _openSocket() {
       var self = this;
+      this._leaveIdle();
       clearTimeout(this._retryTimer); this._retryTimer = null;
       this._cancelOpening();
       this._setState(this._everReady ? 'reconnecting' : 'connecting');
@@ -683,6 +705,14 @@
         this._setState('closed');
         return;
       }
+      // 4009 (idle): the server closed a connection that sent no request for its idle timeout.
+      // Stay away until the client is needed again (a call, connect(), reconnectNow(), the page
+      // shown or focused). A read that was on the wire (the close crossed it) or a call queued
+      // meanwhile needs the server now: reconnect like after any drop.
+      if (code === 4009 && !this._needsServer()) {
+        this._enterIdle();
+        return;
+      }
       // Everything else is retried with backoff, 1013 ("try again later": the server's
       // authentication backend failed, the token itself may be fine) included. It comes before
       // the hello, so the attempts keep counting and the delay keeps growing.
@@ -705,11 +735,73 @@
       this._retryTimer = setTimeout(function () { self._retryTimer = null; if (self._wanted) self._openSocket(); }, delay);
     }
 
-    /** Reconnect now instead of waiting for the backoff timer (e.g. on a user's "retry" click). */
+    /**
+     * Reconnect now instead of waiting for the backoff timer (e.g. on a user's "retry" click),
+     * or, when idle (closed with 4009), reconnect now.
+     */
     reconnectNow() {
       if (!this._wanted) return this.connect();
       if (this._retryTimer) { clearTimeout(this._retryTimer); this._retryTimer = null; this._openSocket(); }
+      else if (this._idle) this._wake();
       return this.ready();
+    }
+
+    /** Whether something waits for the server: a queued call, or a presence join or update. */
+    _needsServer() {
+      if (this._queue.some(function (e) { return !e.done; })) return true;
+      var waiting = false;
+      this._presence.forEach(function (k) {
+        k.handles().forEach(function (h) {
+          if (!h.closed && (!h._readySettled || h._updates.length)) waiting = true;
+        });
+      });
+      return waiting;
+    }
+
+    /** Closed as idle (4009): no reconnection until _wake() (a call, the page shown, ...). */
+    _enterIdle() {
+      this._idle = true;
+      this._attempt = 0;
+      this._setState('idle');
+      this._hookIdleWake();
+    }
+
+    _leaveIdle() {
+      if (!this._idle && !this._idleHooks) return;
+      this._idle = false;
+      this._unhookIdleWake();
+    }
+
+    /** Reconnect if idle (4009); otherwise nothing (connected, or a reconnection under way). */
+    _wake() {
+      if (!this._idle || !this._wanted || this._ws || this._opening || this._retryTimer) return;
+      this._attempt = 0;
+      this._openSocket();
+    }
+
+    /** While idle, in a browser: the page becoming visible or getting the focus wakes the client. */
+    _hookIdleWake() {
+      if (this._idleHooks) return;
+      var hooks = [];
+      var doc = root.document;
+      if (doc && typeof doc.addEventListener === 'function') {
+        doc.addEventListener('visibilitychange', this._onVisibility);
+        hooks.push([doc, 'visibilitychange', this._onVisibility]);
+      }
+      if (typeof root.addEventListener === 'function' && root.window === root) {
+        root.addEventListener('focus', this._onFocus);
+        hooks.push([root, 'focus', this._onFocus]);
+      }
+      this._idleHooks = hooks;
+    }
+
+    _unhookIdleWake() {
+      var hooks = this._idleHooks;
+      this._idleHooks = null;
+      if (!hooks) return;
+      hooks.forEach(function (h) {
+        try { h[0].removeEventListener(h[1], h[2]); } catch (e) { /* ignore */ }
+      });
     }
 
     _onHello(frame) {
@@ -908,6 +1000,8 @@
           return;
         }
         self._queue.push(entry);
+        // Idle (closed with 4009): a call means the server is needed again.
+        if (self._idle) self._wake();
         self._flush();
       });
     }
@@ -1552,6 +1646,7 @@
         self._updates.push(w);
       });
       if (this._entry) this._entry.sync();
+      this.client._wake(); // idle (4009): the update needs the server
       return p;
     }
 
@@ -1701,6 +1796,7 @@
       if (kind === 'count') h._notifyCount();
     }
     e.sync();
+    client._wake(); // idle (4009): joining or watching needs the server
     return h;
   }
 

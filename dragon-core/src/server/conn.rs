@@ -241,8 +241,9 @@ async fn read_loop(
         match msg {
             Ok(WsMessage::Text(t)) => {
                 seq += 1;
-                last_request = heard;
-                handle_text(dragon, conn, &in_flight, tasks, t.as_str(), seq);
+                if handle_text(dragon, conn, &in_flight, tasks, t.as_str(), seq) {
+                    last_request = heard;
+                }
             }
             Ok(WsMessage::Binary(_)) => {
                 last_request = heard;
@@ -454,7 +455,9 @@ async fn close_with(
         .await
 }
 
-/// Parses one request, answering malformed ones at once; runs valid ones as tasks.
+/// Parses one request, answering malformed ones at once; runs valid ones as tasks. Whether
+/// it counts as activity for the idle timeout: anything but the clients' heartbeat
+/// (`dragon.ping`), which only says the peer is there.
 fn handle_text(
     dragon: &Dragon,
     conn: &Arc<Conn>,
@@ -462,22 +465,23 @@ fn handle_text(
     tasks: &mut JoinSet<()>,
     text: &str,
     seq: u64,
-) {
+) -> bool {
     while tasks.try_join_next().is_some() {} // forget finished ones
     let outbox = &conn.outbox;
     let request = match parse_request(text) {
         Ok(r) => r,
         Err((id, err)) => {
             outbox.send(failure(id, &err));
-            return;
+            return true;
         }
     };
+    let active = !(request.route == super::CONTROL_ROUTE && request.verb == "ping");
     let limit = dragon.inner.limits.max_in_flight;
     if in_flight.fetch_add(1, Ordering::AcqRel) >= limit {
         in_flight.fetch_sub(1, Ordering::AcqRel);
         let err = Error::RateLimited(format!("at most {limit} requests in flight"));
         outbox.send(failure(Some(request.id), &err));
-        return;
+        return active;
     }
     let dragon = dragon.clone();
     let conn = conn.clone();
@@ -531,6 +535,7 @@ fn handle_text(
             }
         }
     }));
+    active
 }
 
 /// The text of a panic's payload.

@@ -590,11 +590,13 @@ async fn an_idle_connection_is_closed_with_4009_when_configured() {
     let busy = app.client().await;
     let t = Instant::now();
     while t.elapsed() < Duration::from_millis(1200) {
-        still_works(&busy).await;
+        // A heartbeat (`dragon.ping`, as the JS client sends) is not activity; a call is.
+        let _ = idle.send_text(r#"{"id": "hb", "route": "dragon", "verb": "ping"}"#);
+        busy.call("dragon", "whoami", json!({})).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(idle.closed(WAIT).await, Some(CloseCode::IDLE));
-    still_works(&busy).await;
+    busy.call("dragon", "whoami", json!({})).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
