@@ -65,12 +65,18 @@ pub(crate) fn revoked_frame(route: &str, subs: &[Arc<str>], what: &str) -> Utf8B
     Utf8Bytes::from(frame.to_string())
 }
 
+/// How many one-subscription frames are looked up in a list before the map.
+const SINGLE_CACHE: usize = 16;
+
 /// One message's frames, serialized lazily and at most once per slot and `subs` list.
 pub(crate) struct Prepared<'a> {
     env: &'a Envelope,
     parts: HashMap<Slot, (String, String)>,
-    single: HashMap<(Slot, Arc<str>), Utf8Bytes>,
-    cache: HashMap<(Slot, Vec<Arc<str>>), Utf8Bytes>,
+    /// Frames naming one subscription: a handful of distinct ids (`s1`, `s2`, ...) cover
+    /// most connections, so a short list beats hashing the id for every delivery.
+    single: Vec<(Slot, Arc<str>, Utf8Bytes)>,
+    /// The other frames, by slot and a hash of their `subs` (looked up without allocating).
+    cache: HashMap<(Slot, u64), Vec<(Vec<Arc<str>>, Utf8Bytes)>>,
 }
 
 impl<'a> Prepared<'a> {
@@ -78,7 +84,7 @@ impl<'a> Prepared<'a> {
         Prepared {
             env,
             parts: HashMap::new(),
-            single: HashMap::new(),
+            single: Vec::new(),
             cache: HashMap::new(),
         }
     }
@@ -102,10 +108,21 @@ impl<'a> Prepared<'a> {
     /// same list (subscription ids are per connection, so most lists repeat).
     pub(crate) fn frame(&mut self, slot: Slot, subs: &[Arc<str>]) -> Utf8Bytes {
         if let [one] = subs {
-            if let Some(bytes) = self.single.get(&(slot, one.clone())) {
+            let found = self
+                .single
+                .iter()
+                .find(|(s, id, _)| *s == slot && (Arc::ptr_eq(id, one) || id == one));
+            if let Some((_, _, bytes)) = found {
                 return bytes.clone();
             }
-        } else if let Some(bytes) = self.cache.get(&(slot, subs.to_vec())) {
+        }
+        let hash = hash_ids(subs);
+        let same = |(ids, _): &&(Vec<Arc<str>>, Utf8Bytes)| ids.as_slice() == subs;
+        if let Some((_, bytes)) = self
+            .cache
+            .get(&(slot, hash))
+            .and_then(|v| v.iter().find(same))
+        {
             return bytes.clone();
         }
         let env = self.env;
@@ -117,11 +134,24 @@ impl<'a> Prepared<'a> {
         text.push_str(suffix);
         let bytes = Utf8Bytes::from(text);
         match subs {
-            [one] => self.single.insert((slot, one.clone()), bytes.clone()),
-            _ => self.cache.insert((slot, subs.to_vec()), bytes.clone()),
-        };
+            [one] if self.single.len() < SINGLE_CACHE => {
+                self.single.push((slot, one.clone(), bytes.clone()))
+            }
+            _ => self
+                .cache
+                .entry((slot, hash))
+                .or_default()
+                .push((subs.to_vec(), bytes.clone())),
+        }
         bytes
     }
+}
+
+fn hash_ids(ids: &[Arc<str>]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    ids.hash(&mut h);
+    h.finish()
 }
 
 /// A frame for merged events (see `coalesce.rs`): the latest state, and for `updated` the
@@ -276,5 +306,69 @@ mod tests {
                 prop_assert!(filter.matches(&data), "{frame} outside the subscription");
             }
         }
+
+        /// The shared bytes a connection gets are exactly what encoding its own frame would
+        /// give: same JSON, whichever connection asked first and however many share it.
+        #[test]
+        fn shared_frames_equal_the_per_connection_encoding(
+            message in message(),
+            conns in prop::collection::vec(prop::collection::btree_set(1u8..6, 1..4), 1..30),
+        ) {
+            let env = Envelope {
+                route: Arc::from("items"),
+                position: Position(7, 9),
+                message: Arc::new(message),
+                published_ms: 0,
+            };
+            let mut prepared = Prepared::new(&env);
+            for ids in conns {
+                let subs: Vec<Arc<str>> = ids.iter().map(|i| Arc::from(format!("s{i}"))).collect();
+                for slot in [Slot::Created, Slot::Updated, Slot::Deleted] {
+                    let shared = prepared.frame(slot, &subs);
+                    let again = prepared.frame(slot, &subs);
+                    prop_assert_eq!(shared.as_str(), again.as_str());
+                    let own = own_encoding(&env, slot, &subs);
+                    let got: Value = serde_json::from_str(shared.as_str()).unwrap();
+                    prop_assert_eq!(got, own);
+                }
+            }
+        }
+    }
+
+    /// A frame built field by field for one connection, as a plain JSON value.
+    fn own_encoding(env: &Envelope, slot: Slot, subs: &[Arc<str>]) -> Value {
+        let Message::Change {
+            old,
+            new,
+            kind,
+            version,
+            ..
+        } = &*env.message
+        else {
+            unreachable!("changes only")
+        };
+        let name = match slot {
+            Slot::Created => "created",
+            Slot::Updated => "updated",
+            _ => "deleted",
+        };
+        let object = match (kind, slot) {
+            (ChangeKind::Deleted, _) | (_, Slot::Deleted) => old,
+            _ => new,
+        };
+        let mut frame = json!({
+            "event": name,
+            "route": "items",
+            "subs": subs.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "data": object.clone().unwrap_or_default(),
+            "position": env.position.to_string(),
+        });
+        if let (Slot::Updated, Some(o), Some(n)) = (slot, old, new) {
+            frame["changed"] = json!(changed_fields(o, n));
+        }
+        if let Some(v) = version {
+            frame["version"] = json!(v);
+        }
+        frame
     }
 }

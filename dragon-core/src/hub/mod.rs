@@ -9,6 +9,7 @@
 mod coalesce;
 mod frame;
 mod outbox;
+mod route;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,18 +17,18 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::broker::{Broker, Envelope, History, Message, Position};
 use crate::error::Error;
 use crate::filter::Filter;
 use crate::metrics::Metrics;
 use crate::presence::Registry;
-use crate::schema::{FieldType, ScalarKey};
 
 use frame::{Prepared, Slot, classify};
 pub(crate) use frame::{resync_frame, revoked_frame};
 pub use outbox::{Budget, Outbound, Outbox, SLOW_CONSUMER_GRACE};
+use route::RouteState;
 
 /// A small budget for unit tests.
 #[cfg(test)]
@@ -41,143 +42,6 @@ pub(crate) fn test_budget() -> Budget {
 
 /// A subscription's hub-wide key.
 pub type SubKey = u64;
-
-struct Sub {
-    outbox: Arc<Outbox>,
-    id: Arc<str>,
-    filter: Filter,
-    /// Messages that arrived while the subscription was joining the stream.
-    joining: Option<Vec<Envelope>>,
-    /// The position it joined at: anything at or before it was replayed or is known.
-    joined_at: Option<Position>,
-}
-
-/// The ids of a route's recent messages, to deliver a message published twice once.
-#[derive(Default)]
-struct Recent {
-    order: std::collections::VecDeque<Arc<str>>,
-    set: HashSet<Arc<str>>,
-}
-
-/// How many message ids each route remembers.
-const RECENT_IDS: usize = 4096;
-
-impl Recent {
-    /// False if `id` was seen already.
-    fn insert(&mut self, id: &Arc<str>) -> bool {
-        if !self.set.insert(id.clone()) {
-            return false;
-        }
-        self.order.push_back(id.clone());
-        if self.order.len() > RECENT_IDS
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        true
-    }
-}
-
-#[derive(Default)]
-struct RouteState {
-    /// The position of the last message dispatched here.
-    position: Option<Position>,
-    /// Ids of the messages dispatched lately (duplicates are dropped).
-    recent: Recent,
-    /// The highest change-log version dispatched (see [`Hub::relayed`]).
-    version: tokio::sync::watch::Sender<u64>,
-    subs: HashMap<SubKey, Sub>,
-    /// field -> (its type, value -> subscriptions pinning the field to that value).
-    index: HashMap<String, (FieldType, HashMap<ScalarKey, HashSet<SubKey>>)>,
-    scan: HashSet<SubKey>,
-}
-
-impl RouteState {
-    fn insert(&mut self, key: SubKey, sub: Sub) {
-        match index_entry(&sub.filter) {
-            Some((field, ty, values)) => {
-                let (_, by_value) = self
-                    .index
-                    .entry(field)
-                    .or_insert_with(|| (ty, HashMap::new()));
-                for v in values {
-                    by_value.entry(v).or_default().insert(key);
-                }
-            }
-            None => {
-                self.scan.insert(key);
-            }
-        }
-        self.subs.insert(key, sub);
-    }
-
-    fn remove(&mut self, key: SubKey) -> bool {
-        let Some(sub) = self.subs.remove(&key) else {
-            return false;
-        };
-        match index_entry(&sub.filter) {
-            Some((field, _, values)) => {
-                if let Some((_, by_value)) = self.index.get_mut(&field) {
-                    for v in values {
-                        if let Some(set) = by_value.get_mut(&v) {
-                            set.remove(&key);
-                            if set.is_empty() {
-                                by_value.remove(&v);
-                            }
-                        }
-                    }
-                    if by_value.is_empty() {
-                        self.index.remove(&field);
-                    }
-                }
-            }
-            None => {
-                self.scan.remove(&key);
-            }
-        }
-        true
-    }
-
-    /// The subscriptions a message may concern: index hits for its old and new state, plus
-    /// the unindexed ones. Everything else provably does not match.
-    fn candidates(&self, message: &Message) -> Vec<SubKey> {
-        let mut out: Vec<SubKey> = self.scan.iter().copied().collect();
-        let rows: [Option<&Map<String, Value>>; 2] = match message {
-            Message::Change { old, new, .. } => [old.as_ref(), new.as_ref()],
-            Message::Custom { data, .. } => [data.as_object(), None],
-            Message::Gap => [None, None],
-        };
-        for (field, (ty, by_value)) in &self.index {
-            for row in rows.iter().flatten() {
-                let Some(key) = row.get(field).and_then(|v| ty.scalar(v)).map(|s| s.key()) else {
-                    continue;
-                };
-                if let Some(subs) = by_value.get(&key) {
-                    out.extend(subs.iter().copied());
-                }
-            }
-        }
-        if rows[1].is_some() || self.index.len() > 1 {
-            out.sort_unstable();
-            out.dedup();
-        }
-        out
-    }
-}
-
-fn index_entry(filter: &Filter) -> Option<(String, FieldType, Vec<ScalarKey>)> {
-    let (field, values) = filter.index_key()?;
-    let ty = filter_field_type(filter, field)?;
-    Some((field.to_owned(), ty, values))
-}
-
-fn filter_field_type(filter: &Filter, name: &str) -> Option<FieldType> {
-    match filter {
-        Filter::Cmp { field, ty, .. } if field == name => Some(*ty),
-        Filter::And(parts) => parts.iter().find_map(|p| filter_field_type(p, name)),
-        _ => None,
-    }
-}
 
 /// One connection's share of a message: a frame kind and the subscriptions it names.
 struct Hit {
@@ -340,7 +204,7 @@ impl Hub {
     pub(crate) fn filter_of(&self, route: &str, key: SubKey) -> Option<Filter> {
         let state = self.route(route);
         let st = state.lock().expect("route lock");
-        st.subs.get(&key).map(|s| s.filter.clone())
+        st.filter_of(key).cloned()
     }
 
     /// Delivers a direct event (`{"conn", "event", "data"}`) if its connection is here.
@@ -431,55 +295,69 @@ impl Hub {
             return;
         }
         let mut prepared = Prepared::new(env);
-        // One frame per connection and frame kind, listing all its subscriptions concerned.
-        let mut hits: Vec<Hit> = Vec::new();
+        let except = match &*env.message {
+            Message::Custom { except, .. } => except.clone(),
+            _ => None,
+        };
+        let (mut delivered, mut held) = (0, 0);
+        // Connections with several subscriptions here get one frame naming all of theirs.
+        let mut merged: Vec<Hit> = Vec::new();
         let mut seen: HashMap<(u64, Slot), usize> = HashMap::new();
-        for key in st.candidates(&env.message) {
-            let Some(sub) = st.subs.get_mut(&key) else {
+        for gid in st.candidates(&env.message) {
+            let Some(group) = st.group_mut(gid) else {
                 continue;
             };
-            if let Message::Custom {
-                except: Some(except),
-                ..
-            } = &*env.message
-                && sub.outbox.conn() == Some(except)
-            {
+            // Matched once for every subscription with this filter.
+            let slot = classify(&group.filter, &env.message).filter(|s| prepared.worth_sending(*s));
+            if slot.is_none() && group.joining == 0 {
                 continue;
             }
-            if let Some(joining) = &mut sub.joining {
-                joining.push(env.clone());
-                continue;
-            }
-            let Some(slot) = classify(&sub.filter, &env.message) else {
-                continue;
-            };
-            if !prepared.worth_sending(slot) {
-                continue;
-            }
-            match seen.entry((sub.outbox.id(), slot)) {
-                std::collections::hash_map::Entry::Occupied(e) => {
-                    hits[*e.get()].ids.push(sub.id.clone())
+            for sub in &mut group.members {
+                if let Some(joining) = &mut sub.joining {
+                    joining.push(env.clone());
+                    continue;
                 }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(hits.len());
-                    hits.push(Hit {
-                        outbox: sub.outbox.clone(),
-                        slot,
-                        ids: vec![sub.id.clone()],
-                    });
+                let Some(slot) = slot else { continue };
+                if except.is_some() && sub.outbox.conn() == except.as_ref() {
+                    continue;
+                }
+                if sub.shared_conn {
+                    match seen.entry((sub.outbox.id(), slot)) {
+                        std::collections::hash_map::Entry::Occupied(e) => {
+                            merged[*e.get()].ids.push(sub.id.clone())
+                        }
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(merged.len());
+                            merged.push(Hit {
+                                outbox: sub.outbox.clone(),
+                                slot,
+                                ids: vec![sub.id.clone()],
+                            });
+                        }
+                    }
+                    continue;
+                }
+                let ids = std::slice::from_ref(&sub.id);
+                let frame = prepared.frame(slot, ids);
+                if sub.outbox.send_event(frame, env, slot, ids) {
+                    delivered += 1;
+                } else {
+                    held += 1;
                 }
             }
         }
-        drop(st);
-        let mut delivered = 0;
-        for mut hit in hits {
+        for mut hit in merged {
             hit.ids.sort_unstable();
             let frame = prepared.frame(hit.slot, &hit.ids);
             if hit.outbox.send_event(frame, env, hit.slot, &hit.ids) {
                 delivered += 1;
             } else {
-                self.metrics.backlogged();
+                held += 1;
             }
+        }
+        drop(st);
+        for _ in 0..held {
+            self.metrics.backlogged();
         }
         self.metrics.delivered(delivered, env.published_ms);
     }
@@ -487,7 +365,7 @@ impl Hub {
     /// Tells every live subscription of the route to reload (one frame per connection).
     fn resync_all(&self, st: &mut RouteState, env: &Envelope) {
         let mut per_conn: HashMap<u64, (Arc<Outbox>, Vec<Arc<str>>)> = HashMap::new();
-        for sub in st.subs.values_mut() {
+        for sub in st.subs_mut() {
             if let Some(joining) = &mut sub.joining {
                 joining.push(env.clone());
                 continue;
@@ -525,16 +403,7 @@ impl Hub {
         let state = self.route(route);
         let cut = {
             let mut st = state.lock().expect("route lock");
-            st.insert(
-                key,
-                Sub {
-                    outbox: outbox.clone(),
-                    id: id.clone(),
-                    filter: filter.clone(),
-                    joining: Some(Vec::new()),
-                    joined_at: None,
-                },
-            );
+            st.insert(key, outbox.clone(), id.clone(), filter.clone());
             st.position
         };
         let (position, recovered, replay) = match self.join(route, cut, start, max_replay).await {
@@ -566,18 +435,16 @@ impl Hub {
         const LAST_BATCH: usize = 32;
         loop {
             let mut st = state.lock().expect("route lock");
-            let Some(sub) = st.subs.get_mut(&key) else {
+            let Some(buffered) = st.take_buffer(key) else {
                 // Ended meanwhile (unsubscribed, revoked, its connection closed).
                 return Ok(joined);
             };
-            let buffered = std::mem::take(sub.joining.get_or_insert_with(Vec::new));
             let fresh: Vec<Envelope> = buffered
                 .into_iter()
                 .filter(|e| e.position > position)
                 .collect();
             if fresh.len() <= LAST_BATCH {
-                sub.joining = None;
-                sub.joined_at = Some(position);
+                st.joined(key);
                 sender.send(&fresh, &mut replayed);
                 return Ok(joined);
             }
@@ -643,7 +510,7 @@ impl Hub {
             .read()
             .expect("routes lock")
             .values()
-            .map(|s| s.lock().expect("route lock").subs.len())
+            .map(|s| s.lock().expect("route lock").len())
             .sum()
     }
 }

@@ -3,7 +3,7 @@ use serde_json::json;
 
 use super::*;
 use crate::broker::MemoryBroker;
-use crate::schema::Schema;
+use crate::schema::{FieldType, Schema};
 
 fn schema() -> Schema {
     Schema::new(vec![])
@@ -11,14 +11,11 @@ fn schema() -> Schema {
         .field("text", FieldType::Text, false)
 }
 
-fn sub(filter: serde_json::Value, outbox: &Arc<Outbox>, id: &str) -> Sub {
-    Sub {
-        outbox: outbox.clone(),
-        id: Arc::from(id),
-        filter: Filter::parse(Some(&filter), &schema()).unwrap(),
-        joining: None,
-        joined_at: None,
-    }
+/// Adds a subscription with `filter` to `st`.
+fn add(st: &mut RouteState, key: u64, filter: serde_json::Value, outbox: &Arc<Outbox>, id: &str) {
+    let filter = Filter::parse(Some(&filter), &schema()).unwrap();
+    st.insert(key, outbox.clone(), Arc::from(id), filter);
+    st.joined(key);
 }
 
 fn change(old_list: Option<i64>, new_list: Option<i64>) -> Message {
@@ -52,28 +49,63 @@ fn pinned_equalities_are_looked_up_not_scanned() {
     let (outbox, _rx) = Outbox::new(1, test_budget());
     let mut st = RouteState::default();
     for list in 0..10_000 {
-        st.insert(list as u64, sub(json!({"list_id": list}), &outbox, "s1"));
+        add(
+            &mut st,
+            list as u64,
+            json!({"list_id": list}),
+            &outbox,
+            "s1",
+        );
     }
-    st.insert(20_000, sub(json!({"text__contains": "x"}), &outbox, "s2"));
-    st.insert(20_001, sub(json!({"list_id__in": [5, 6]}), &outbox, "s3"));
-    // A change in list 5 concerns list 5's subscription, the `in` one, and the unindexed one.
-    let mut got = st.candidates(&change(Some(5), Some(5)));
-    got.sort_unstable();
-    assert_eq!(got, [5, 20_000, 20_001]);
-    // Moving a row from list 7 to list 8 concerns both lists' subscribers.
-    let mut got = st.candidates(&change(Some(7), Some(8)));
-    got.sort_unstable();
-    assert_eq!(got, [7, 8, 20_000]);
+    add(
+        &mut st,
+        20_000,
+        json!({"text__contains": "x"}),
+        &outbox,
+        "s2",
+    );
+    add(
+        &mut st,
+        20_001,
+        json!({"list_id__in": [5, 6]}),
+        &outbox,
+        "s3",
+    );
+    // A change in list 5 concerns list 5's group, the `in` one, and the unindexed one.
+    assert_eq!(st.candidates(&change(Some(5), Some(5))).len(), 3);
+    // Moving a row from list 7 to list 8 concerns both lists' groups and the unindexed one.
+    assert_eq!(st.candidates(&change(Some(7), Some(8))).len(), 3);
     // Removal cleans the index.
     assert!(st.remove(5));
     assert!(!st.remove(5));
-    let got = st.candidates(&change(None, Some(5)));
-    assert_eq!(got.len(), 2);
+    assert_eq!(st.candidates(&change(None, Some(5))).len(), 2);
     assert_eq!(
-        st.index["list_id"].1.len(),
+        st.indexed_values("list_id"),
         10_000 - 1 + 1,
         "list 5 stays for the `in` sub"
     );
+}
+
+#[test]
+fn subscriptions_with_one_filter_share_a_group() {
+    let mut st = RouteState::default();
+    let mut outboxes = Vec::new();
+    for conn in 0..100u64 {
+        let (outbox, rx) = Outbox::new(conn, test_budget());
+        add(&mut st, conn, json!({"list_id": 3}), &outbox, "s1");
+        outboxes.push((outbox, rx));
+    }
+    // A second subscription of one connection, with another filter.
+    add(&mut st, 1000, json!({"list_id": 4}), &outboxes[0].0, "s2");
+    assert_eq!(st.group_count(), 2);
+    assert_eq!(st.len(), 101);
+    assert_eq!(st.candidates(&change(None, Some(3))).len(), 1);
+    for key in 0..100 {
+        assert!(st.remove(key));
+    }
+    assert!(st.remove(1000));
+    assert_eq!((st.group_count(), st.len()), (0, 0));
+    assert_eq!(st.indexed_values("list_id"), 0);
 }
 
 #[tokio::test]
