@@ -65,6 +65,9 @@ pub(crate) fn revoked_frame(route: &str, subs: &[Arc<str>], what: &str) -> Utf8B
     Utf8Bytes::from(frame.to_string())
 }
 
+/// A frame and the `subs` it names.
+type Shared = (Vec<Arc<str>>, Utf8Bytes);
+
 /// How many one-subscription frames are looked up in a list before the map.
 const SINGLE_CACHE: usize = 16;
 
@@ -76,7 +79,7 @@ pub(crate) struct Prepared<'a> {
     /// most connections, so a short list beats hashing the id for every delivery.
     single: Vec<(Slot, Arc<str>, Utf8Bytes)>,
     /// The other frames, by slot and a hash of their `subs` (looked up without allocating).
-    cache: HashMap<(Slot, u64), Vec<(Vec<Arc<str>>, Utf8Bytes)>>,
+    cache: HashMap<(Slot, u64), Vec<Shared>>,
 }
 
 impl<'a> Prepared<'a> {
@@ -117,7 +120,7 @@ impl<'a> Prepared<'a> {
             }
         }
         let hash = hash_ids(subs);
-        let same = |(ids, _): &&(Vec<Arc<str>>, Utf8Bytes)| ids.as_slice() == subs;
+        let same = |(ids, _): &&Shared| ids.as_slice() == subs;
         if let Some((_, bytes)) = self
             .cache
             .get(&(slot, hash))
