@@ -40,6 +40,9 @@ pub(crate) fn test_budget() -> Budget {
     }
 }
 
+/// The most dispatch workers a hub starts (one per core up to this).
+const MAX_WORKERS: usize = 16;
+
 /// A subscription's hub-wide key.
 pub type SubKey = u64;
 
@@ -105,37 +108,93 @@ impl Replayer<'_> {
     }
 }
 
-/// This node's subscriptions and fan-out.
+/// One dispatch worker's share of the node's subscriptions: those of its connections.
+#[derive(Default)]
+struct Shard {
+    routes: RwLock<HashMap<Arc<str>, Arc<Mutex<RouteState>>>>,
+}
+
+impl Shard {
+    fn route(&self, route: &str) -> Arc<Mutex<RouteState>> {
+        if let Some(state) = self.routes.read().expect("routes lock").get(route) {
+            return state.clone();
+        }
+        self.routes
+            .write()
+            .expect("routes lock")
+            .entry(Arc::from(route))
+            .or_default()
+            .clone()
+    }
+}
+
+/// This node's subscriptions and fan-out. Connections are spread over dispatch workers
+/// (shards), one per core: each worker matches every message against its own connections'
+/// subscriptions, in the broker's order, so fan-out uses every core and each connection
+/// still sees one order.
 pub struct Hub {
     broker: Arc<dyn Broker>,
     presence: Arc<Registry>,
     metrics: Arc<Metrics>,
-    routes: RwLock<HashMap<Arc<str>, Arc<Mutex<RouteState>>>>,
+    shards: Vec<Shard>,
     next_key: AtomicU64,
     /// This node's connections, for revocation.
     conns: Mutex<HashMap<Arc<str>, std::sync::Weak<crate::router::Conn>>>,
 }
 
 impl Hub {
-    /// A hub fed by `broker`'s message stream (spawns the dispatch task).
+    /// A hub fed by `broker`'s message stream, with a dispatch worker per core this
+    /// process may use.
     pub fn start(broker: Arc<dyn Broker>) -> Arc<Hub> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::with_workers(broker, cores.min(MAX_WORKERS))
+    }
+
+    /// A hub with `workers` dispatch workers (at least one).
+    pub fn with_workers(broker: Arc<dyn Broker>, workers: usize) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             broker: broker.clone(),
             presence: Registry::start(broker.clone()),
             metrics: Arc::default(),
-            routes: RwLock::new(HashMap::new()),
+            shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
             next_key: AtomicU64::new(1),
             conns: Mutex::default(),
         });
         let mut messages = broker.messages();
         let weak = Arc::downgrade(&hub);
+        // Control messages are handled here; the others go to every worker (one worker
+        // dispatches in this task itself, without a hop).
+        let mut workers: Vec<tokio::sync::mpsc::UnboundedSender<Envelope>> = Vec::new();
+        for shard in 1..hub.shards.len() {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
+            workers.push(tx);
+            let weak = weak.clone();
+            tokio::spawn(async move {
+                while let Some(env) = rx.recv().await {
+                    let Some(hub) = weak.upgrade() else { break };
+                    hub.dispatch_in(shard, &env);
+                }
+            });
+        }
         tokio::spawn(async move {
             while let Some(env) = messages.recv().await {
                 let Some(hub) = weak.upgrade() else { break };
-                hub.dispatch(&env);
+                if &*env.route == crate::server::CONTROL_ROUTE {
+                    hub.control(&env);
+                    continue;
+                }
+                for worker in &workers {
+                    let _ = worker.send(env.clone());
+                }
+                hub.dispatch_in(0, &env);
             }
         });
         hub
+    }
+
+    /// The shard of the connection writing to `outbox`.
+    fn shard(&self, outbox: &Outbox) -> &Shard {
+        &self.shards[outbox.id() as usize % self.shards.len()]
     }
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
@@ -151,22 +210,10 @@ impl Hub {
         &self.metrics
     }
 
-    fn route(&self, route: &str) -> Arc<Mutex<RouteState>> {
-        if let Some(state) = self.routes.read().expect("routes lock").get(route) {
-            return state.clone();
-        }
-        self.routes
-            .write()
-            .expect("routes lock")
-            .entry(Arc::from(route))
-            .or_default()
-            .clone()
-    }
-
-    /// The position a read made now is current at: the last message this node dispatched
-    /// on `route`, or the broker's head if it has dispatched none.
-    pub async fn position(&self, route: &str) -> Result<Position, Error> {
-        let state = self.route(route);
+    /// The position a read made now by the connection of `outbox` is current at: the last
+    /// message dispatched to its connections on `route`, or the broker's head if none was.
+    pub async fn position(&self, outbox: &Outbox, route: &str) -> Result<Position, Error> {
+        let state = self.shard(outbox).route(route);
         let known = state.lock().expect("route lock").position;
         match known {
             Some(p) => Ok(p),
@@ -174,11 +221,19 @@ impl Hub {
         }
     }
 
-    /// Waits (at most `timeout`) until this node has dispatched `route`'s change-log version
-    /// `version`: the change is then on its way to every subscriber here. False on timeout
-    /// (the relay is slow or stuck; the change stays in the log and is published later).
-    pub(crate) async fn relayed(&self, route: &str, version: u64, timeout: Duration) -> bool {
+    /// Waits (at most `timeout`) until the connection of `outbox` has been dispatched
+    /// `route`'s change-log version `version`: the change is then on its way to every
+    /// subscriber of it. False on timeout (the relay is slow or stuck; the change stays in
+    /// the log and is published later).
+    pub(crate) async fn relayed(
+        &self,
+        outbox: &Outbox,
+        route: &str,
+        version: u64,
+        timeout: Duration,
+    ) -> bool {
         let mut seen = self
+            .shard(outbox)
             .route(route)
             .lock()
             .expect("route lock")
@@ -201,8 +256,8 @@ impl Hub {
     }
 
     /// The filter of subscription `key` on `route`.
-    pub(crate) fn filter_of(&self, route: &str, key: SubKey) -> Option<Filter> {
-        let state = self.route(route);
+    pub(crate) fn filter_of(&self, outbox: &Outbox, route: &str, key: SubKey) -> Option<Filter> {
+        let state = self.shard(outbox).route(route);
         let st = state.lock().expect("route lock");
         st.filter_of(key).cloned()
     }
@@ -255,22 +310,23 @@ impl Hub {
         }
     }
 
-    /// Matches one message against this node's subscriptions and queues its frames.
-    fn dispatch(&self, env: &Envelope) {
-        if &*env.route == crate::server::CONTROL_ROUTE {
-            match &*env.message {
-                Message::Custom { event, data, .. } if event == "revoke" => {
-                    match serde_json::from_value(data.clone()) {
-                        Ok(revoke) => self.revoke(&revoke),
-                        Err(err) => tracing::warn!(error = %err, "an unreadable revocation"),
-                    }
+    /// Carries out a control message between nodes (revocations, direct events).
+    fn control(&self, env: &Envelope) {
+        match &*env.message {
+            Message::Custom { event, data, .. } if event == "revoke" => {
+                match serde_json::from_value(data.clone()) {
+                    Ok(revoke) => self.revoke(&revoke),
+                    Err(err) => tracing::warn!(error = %err, "an unreadable revocation"),
                 }
-                Message::Custom { event, data, .. } if event == "send" => self.send_to(data),
-                _ => {}
             }
-            return;
+            Message::Custom { event, data, .. } if event == "send" => self.send_to(data),
+            _ => {}
         }
-        let state = self.route(&env.route);
+    }
+
+    /// Matches one message against shard `shard`'s subscriptions and queues its frames.
+    fn dispatch_in(&self, shard: usize, env: &Envelope) {
+        let state = self.shards[shard].route(&env.route);
         let mut st = state.lock().expect("route lock");
         if let Message::Gap = *env.message {
             return self.resync_all(&mut st, env);
@@ -400,7 +456,7 @@ impl Hub {
         max_replay: usize,
         reply: impl FnOnce(&Joined) -> Utf8Bytes,
     ) -> Result<Joined, Error> {
-        let state = self.route(route);
+        let state = self.shard(outbox).route(route);
         let cut = {
             let mut st = state.lock().expect("route lock");
             st.insert(key, outbox.clone(), id.clone(), filter.clone());
@@ -500,18 +556,26 @@ impl Hub {
     }
 
     /// Removes a subscription; false if it was not there.
-    pub fn unsubscribe(&self, route: &str, key: SubKey) -> bool {
-        self.route(route).lock().expect("route lock").remove(key)
+    pub fn unsubscribe(&self, outbox: &Outbox, route: &str, key: SubKey) -> bool {
+        self.shard(outbox)
+            .route(route)
+            .lock()
+            .expect("route lock")
+            .remove(key)
     }
 
     /// How many subscriptions this node holds (for metrics and tests).
     pub fn subscription_count(&self) -> usize {
-        self.routes
-            .read()
-            .expect("routes lock")
-            .values()
-            .map(|s| s.lock().expect("route lock").len())
-            .sum()
+        let count = |shard: &Shard| -> usize {
+            shard
+                .routes
+                .read()
+                .expect("routes lock")
+                .values()
+                .map(|s| s.lock().expect("route lock").len())
+                .sum()
+        };
+        self.shards.iter().map(count).sum()
     }
 }
 

@@ -243,3 +243,47 @@ async fn a_message_published_twice_is_delivered_once() {
     }
     assert_eq!(replayed, ["created", "ping"]);
 }
+
+/// With several dispatch workers, every connection gets every message once, in order,
+/// whichever worker its connection belongs to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn every_worker_delivers_every_message_in_order() {
+    let hub = Hub::with_workers(Arc::new(MemoryBroker::new()), 3);
+    let mut receivers = Vec::new();
+    for conn in 1..=7u64 {
+        let (outbox, rx) = Outbox::new(conn, test_budget());
+        let filter = Filter::parse(Some(&json!({"list_id": 3})), &schema()).unwrap();
+        let key = hub.next_key();
+        hub.subscribe(
+            &outbox,
+            key,
+            "items",
+            Arc::from("s1"),
+            filter,
+            Start::Now,
+            1000,
+            |_| "reply".into(),
+        )
+        .await
+        .unwrap();
+        receivers.push((outbox, rx));
+    }
+    assert_eq!(hub.subscription_count(), 7);
+    for i in 0..50 {
+        let row = json!({"id": i, "list_id": 3, "text": "x"});
+        hub.broker()
+            .publish("items", Message::created(row.as_object().unwrap().clone()))
+            .await
+            .unwrap();
+    }
+    for (_, rx) in &mut receivers {
+        let _ = rx.recv().await; // the reply
+        for i in 0..50 {
+            let Some(Outbound::Text(t)) = rx.recv().await else {
+                panic!("closed")
+            };
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            assert_eq!(v["data"]["id"], json!(i));
+        }
+    }
+}

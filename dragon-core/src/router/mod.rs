@@ -164,7 +164,7 @@ impl Conn {
         let mut by_route: std::collections::BTreeMap<Arc<str>, Vec<Arc<str>>> =
             std::collections::BTreeMap::new();
         for (sub, (route, key)) in subs {
-            hub.unsubscribe(&route, key);
+            hub.unsubscribe(&self.outbox, &route, key);
             by_route.entry(route).or_default().push(sub);
         }
         for (route, mut subs) in by_route {
@@ -189,7 +189,9 @@ impl Conn {
                 .iter()
                 .filter(|(_, (r, key))| {
                     route.is_none_or(|want| &**r == want)
-                        && hub.filter_of(r, *key).is_some_and(|f| pick(&f))
+                        && hub
+                            .filter_of(&self.outbox, r, *key)
+                            .is_some_and(|f| pick(&f))
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
@@ -202,7 +204,7 @@ impl Conn {
         let mut by_route: std::collections::BTreeMap<Arc<str>, Vec<Arc<str>>> =
             std::collections::BTreeMap::new();
         for (sub, (route, key)) in ended {
-            hub.unsubscribe(&route, key);
+            hub.unsubscribe(&self.outbox, &route, key);
             by_route.entry(route).or_default().push(sub);
         }
         for (route, mut subs) in by_route {
@@ -248,7 +250,7 @@ impl Conn {
             std::mem::take(&mut *subs)
         };
         for (_, (route, key)) in subs {
-            hub.unsubscribe(&route, key);
+            hub.unsubscribe(&self.outbox, &route, key);
         }
         crate::presence::close(self, hub.presence());
     }
@@ -366,7 +368,7 @@ impl Ctx {
 
     /// The position reads on `route` are current at.
     pub async fn position(&self, route: &str) -> Result<Position, Error> {
-        self.hub.position(route).await
+        self.hub.position(&self.conn.outbox, route).await
     }
 
     /// Subscribes this connection to `route` with `filter`, joining the stream at `start`.
@@ -460,7 +462,7 @@ impl Ctx {
         self.replied.store(true, Ordering::Release);
         if self.conn.closed.load(Ordering::Acquire) {
             // The connection closed while this subscription was joining: drop it too.
-            self.hub.unsubscribe(route, joined.key);
+            self.hub.unsubscribe(&self.conn.outbox, route, joined.key);
         }
         Ok(data)
     }
@@ -470,7 +472,7 @@ impl Ctx {
         let removed = self.conn.subs.lock().expect("subs lock").remove(sub);
         match removed {
             Some((route, key)) => {
-                self.hub.unsubscribe(&route, key);
+                self.hub.unsubscribe(&self.conn.outbox, &route, key);
                 Ok(Output::data(json!({ "sub": sub })))
             }
             None => Err(Error::NotFound),

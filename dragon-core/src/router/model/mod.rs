@@ -757,7 +757,11 @@ where
         Err(TransactionError::Transaction(e)) => return Err(e),
     };
     for (route, version) in recorded {
-        if !ctx.hub.relayed(&route, version, RELAY_WAIT).await {
+        if !ctx
+            .hub
+            .relayed(&ctx.conn.outbox, &route, version, RELAY_WAIT)
+            .await
+        {
             tracing::warn!(%route, version, "a committed change is not relayed yet; answering anyway");
         }
     }
