@@ -157,7 +157,7 @@ impl Outbox {
                 return true;
             }
             if tokio::time::timeout_at(deadline, drained).await.is_err() {
-                return self.over_budget();
+                return !self.over_budget();
             }
         }
     }
@@ -217,9 +217,13 @@ impl Outbox {
     /// Called by the writer for each frame it took from the queue (`cost`: its
     /// [`Outbound::cost`]).
     pub fn sent(&self, frame: &Outbound) {
-        self.queued.fetch_sub(1, Ordering::Relaxed);
-        self.bytes.fetch_sub(frame.cost(), Ordering::Relaxed);
-        if !self.over_budget() {
+        let frames = self.queued.fetch_sub(1, Ordering::Relaxed);
+        let cost = frame.cost();
+        let bytes = self.bytes.fetch_sub(cost, Ordering::Relaxed);
+        // Only the frame that brings the queue back within budget wakes a waiting reader:
+        // no lock taken for every frame sent.
+        let was_over = frames >= self.budget.frames || bytes >= self.budget.bytes;
+        if was_over && !self.over_budget() {
             self.drained.notify_waiters();
         }
     }

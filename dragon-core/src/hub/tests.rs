@@ -287,3 +287,31 @@ async fn every_worker_delivers_every_message_in_order() {
         }
     }
 }
+
+/// A reader waiting for room is woken when the writer brings the queue back within budget,
+/// and told "no" if it stays over it for the grace.
+#[tokio::test]
+async fn room_waits_for_the_budget_and_gives_up_after_the_grace() {
+    let budget = Budget {
+        frames: 3,
+        bytes: 1 << 20,
+        grace: std::time::Duration::from_millis(200),
+    };
+    let (outbox, mut rx) = Outbox::new(1, budget);
+    for _ in 0..3 {
+        outbox.send(Outbound::Text("x".into()));
+    }
+    assert!(outbox.over_budget());
+    let waiter = tokio::spawn({
+        let outbox = outbox.clone();
+        async move { outbox.room().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let frame = rx.recv().await.unwrap();
+    outbox.sent(&frame);
+    assert!(waiter.await.unwrap(), "back within budget");
+    outbox.send(Outbound::Text("y".into()));
+    let t = std::time::Instant::now();
+    assert!(!outbox.room().await, "still over after the grace");
+    assert!(t.elapsed() >= std::time::Duration::from_millis(200));
+}
