@@ -153,15 +153,18 @@ async fn writes_through_a_node_that_stops(stop: Stop, restart_redis: bool) {
         .await
         .unwrap();
     let mut writers = Vec::new();
+    let created = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for w in 0..8 {
         let client = Arc::new(Client::connect(&b.ws_url()).await.unwrap());
+        let created = created.clone();
         writers.push(tokio::spawn(async move {
             for n in 0.. {
                 let data = json!({"data": {"list_id": list, "text": format!("w{w} n{n}")}});
-                let Ok(created) = client.call("todo-item", "create", data).await else {
+                let Ok(created_row) = client.call("todo-item", "create", data).await else {
                     return;
                 };
-                let id = created.data["id"].clone();
+                created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let id = created_row.data["id"].clone();
                 for v in 1..=3 {
                     let data = json!({"id": id, "data": {"text": format!("w{w} n{n} v{v}")}});
                     if client.call("todo-item", "update", data).await.is_err() {
@@ -171,7 +174,13 @@ async fn writes_through_a_node_that_stops(stop: Stop, restart_redis: bool) {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stopped mid-stream, once the stream is under way (however slow the machine is).
+    let started = Instant::now();
+    while created.load(std::sync::atomic::Ordering::Relaxed) < 30
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     if let Some(redis) = own_redis.as_mut() {
         redis.kill();
         tokio::time::sleep(Duration::from_millis(300)).await;
