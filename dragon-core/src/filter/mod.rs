@@ -187,7 +187,8 @@ impl Filter {
 /// How large a client's filter may be (see `docs/limits.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FilterLimits {
-    /// Comparisons in one filter (`field__op: value` entries, at any depth).
+    /// Terms in one filter: comparisons (`field__op: value`) and nested filters (each
+    /// entry of an `$or`, each `$not`), at any depth.
     pub max_terms: usize,
     /// Values in one `in` list.
     pub max_in: usize,
@@ -222,7 +223,22 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
+    /// Counts one term against `max_terms`.
+    fn term(&mut self) -> Result<(), Error> {
+        self.terms += 1;
+        if self.terms > self.limits.max_terms {
+            return Err(Error::bad_request(format!(
+                "filter has more than {} terms (limit max_terms)",
+                self.limits.max_terms
+            )));
+        }
+        Ok(())
+    }
+
     fn object(&mut self, map: &Map<String, Value>, depth: usize) -> Result<Filter, Error> {
+        if depth > 1 {
+            self.term()?;
+        }
         if depth > self.limits.max_depth {
             return Err(Error::bad_request(format!(
                 "filter nested deeper than {} levels (limit max_depth)",
@@ -260,13 +276,7 @@ impl Parser<'_> {
                 _ => Err(Error::bad_request("$not takes a filter object")),
             },
             _ => {
-                self.terms += 1;
-                if self.terms > self.limits.max_terms {
-                    return Err(Error::bad_request(format!(
-                        "filter has more than {} comparisons (limit max_terms)",
-                        self.limits.max_terms
-                    )));
-                }
+                self.term()?;
                 self.comparison(key, value)
             }
         }

@@ -11,10 +11,11 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::FutureExt;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::request::parse_request;
 use super::{Dragon, dragon_route};
 use crate::auth::Identity;
 use crate::error::Error;
@@ -580,45 +581,4 @@ async fn dispatch(dragon: &Dragon, ctx: &Ctx, request: Request) -> Result<Output
         .get(&request.route)
         .ok_or_else(|| Error::UnknownRoute(request.route.clone()))?;
     router.call(ctx, &request.verb, request.args).await
-}
-
-/// Reads a request frame; on failure, the id to answer with (if it could be read).
-fn parse_request(text: &str) -> Result<Request, (Option<RequestId>, Error)> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| (None, Error::bad_request(format!("not JSON: {e}"))))?;
-    let Value::Object(map) = value else {
-        return Err((None, Error::bad_request("a request must be a JSON object")));
-    };
-    let id = match map.get("id") {
-        Some(Value::Number(n)) if n.is_i64() => RequestId::Int(n.as_i64().expect("i64")),
-        Some(Value::String(s)) => RequestId::Str(s.clone()),
-        _ => {
-            return Err((
-                None,
-                Error::bad_request("id must be an integer or a string"),
-            ));
-        }
-    };
-    let field = |name: &str| match map.get(name) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err((
-            Some(id.clone()),
-            Error::bad_request(format!("{name} must be a string")),
-        )),
-    };
-    let route = field("route")?;
-    let verb = field("verb")?;
-    let args = match map.get("args") {
-        None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(Value::Object(o)) => Value::Object(o.clone()),
-        Some(_) => {
-            return Err((Some(id), Error::bad_request("args must be an object")));
-        }
-    };
-    Ok(Request {
-        id,
-        route,
-        verb,
-        args,
-    })
 }

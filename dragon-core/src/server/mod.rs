@@ -8,6 +8,7 @@ mod dragon_route;
 mod health;
 mod http_publish;
 mod limits;
+mod request;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -6,7 +6,9 @@
 //! families: garbage text frames, invalid-UTF-8 text frames, requests on valid skeletons
 //! with wrong or extreme fields, and random filters. For every frame: exactly one reply,
 //! carrying the request's id when it was readable (else `null`), `ok` or a protocol error
-//! code other than `internal`; then `dragon.ping` on the same socket still answers. Each
+//! code other than `internal`; then `dragon.ping` on the same socket still answers (a text
+//! frame that is not UTF-8 is answered, then the connection closed with 1007, as RFC 6455
+//! requires; the next frame gets a new connection). Each
 //! kind of violation is minimized once and reported with its input; the test then fails.
 //!
 //! `filter_parse_in_process` feeds random JSON to `Filter::parse` and uses what parses

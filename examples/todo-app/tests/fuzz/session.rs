@@ -71,7 +71,20 @@ impl Session {
         conn.send_raw(frame).await?;
         let reply = conn.reply(mark).await?;
         check_reply(&reply, &expected_id, frame)?;
-        conn.ping().await
+        if std::str::from_utf8(frame).is_ok() {
+            return conn.ping().await;
+        }
+        // RFC 6455: a text frame that is not UTF-8 fails the connection, with 1007, after
+        // the reply that says why. The next frame gets a new connection.
+        let code = conn.close_code().await;
+        self.conn = None;
+        match code? {
+            1007 => Ok(()),
+            other => Err(Violation::new(
+                format!("invalid UTF-8 closed with {other}, not 1007"),
+                "",
+            )),
+        }
     }
 
     /// The open connection, or a new one (starting the server and seeding its database

@@ -115,6 +115,27 @@ impl RawConn {
         Ok(())
     }
 
+    /// The code of the close frame the server sends next (other frames skipped).
+    pub async fn close_code(&mut self) -> Result<u16, Violation> {
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            match tokio::time::timeout(TICK, self.ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return Ok(frame.map_or(1005, |f| u16::from(f.code)));
+                }
+                Ok(Some(Ok(_))) | Err(_) => continue,
+                Ok(Some(Err(e))) => {
+                    return Err(Violation::new("the connection dropped", e.to_string()));
+                }
+                Ok(None) => return Err(Violation::new("the connection dropped", "no close frame")),
+            }
+        }
+        Err(Violation::new(
+            format!("no close frame within {WAIT:?}"),
+            "",
+        ))
+    }
+
     /// The next text frame as JSON.
     async fn next_frame(&mut self, mark: usize) -> Result<Value, Violation> {
         let start = Instant::now();
