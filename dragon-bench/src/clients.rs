@@ -324,6 +324,30 @@ impl Report {
     }
 }
 
+/// CPU seconds (user + system) this process has used, to the microsecond (`getrusage`;
+/// `/proc` counts 10 ms ticks).
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: a zeroed rusage is valid; getrusage only fills it.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return f64::NAN;
+        }
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        secs(usage.ru_utime) + secs(usage.ru_stime)
+    }
+}
+
+/// How busy the server process and the client process were during a burst: CPU time over
+/// wall time (1.0 is one core; the client process's is read from `/proc`, in 10 ms ticks).
+#[derive(Debug, Clone, Copy)]
+pub struct Busy {
+    pub server: f64,
+    pub clients: f64,
+    /// CPU seconds the server process used.
+    pub server_seconds: f64,
+}
+
 /// Which clients to start: `urls` (one per node, `{room}` replaced per client), how many,
 /// over how many rooms, the first frame each sends, and the core to pin the process to.
 pub struct FleetSpec<'a> {
@@ -422,6 +446,17 @@ impl Fleet {
         }
     }
 
+    /// CPU seconds used so far by this process and by the client process.
+    fn cpu(&self) -> (f64, f64) {
+        let clients = self.child.id().map(|pid| pid.to_string());
+        (
+            own_cpu_seconds(),
+            clients
+                .and_then(|pid| crate::likes::cpu_seconds(&pid))
+                .unwrap_or(f64::NAN),
+        )
+    }
+
     /// A burst of `events` events as fast as the source takes them, spread over `rooms`;
     /// deliveries per second from the first send to the last receipt, and the report.
     pub async fn burst(
@@ -429,15 +464,23 @@ impl Fleet {
         events: usize,
         rooms: usize,
         source: &mut impl Source,
-    ) -> (f64, Report) {
+    ) -> (f64, Report, Busy) {
         self.arm(events, false).await;
+        let cpu = self.cpu();
+        let start = Instant::now();
         let first = now_micros();
         for j in 0..events {
             source.send(j % rooms.max(1), now_micros()).await;
         }
         let report = self.wait(Duration::from_secs(120)).await;
+        let (wall, after) = (start.elapsed().as_secs_f64(), self.cpu());
+        let busy = Busy {
+            server: (after.0 - cpu.0) / wall,
+            clients: (after.1 - cpu.1) / wall,
+            server_seconds: after.0 - cpu.0,
+        };
         let secs = report.last_micros.saturating_sub(first).max(1) as f64 / 1e6;
-        (report.received as f64 / secs, report)
+        (report.received as f64 / secs, report, busy)
     }
 
     /// `events` events to room 0, one every `pace`; latencies in the report.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::clients::{Fleet, Report, Source, events_for};
+use crate::clients::{Fleet, Source, events_for};
 use crate::pin::Placement;
 use crate::reference::{self, Reference};
 use crate::subject::{self, Kind, Subject};
@@ -190,6 +190,8 @@ pub enum Cell {
 pub struct Outcome {
     pub cell: Cell,
     pub problem: Option<String>,
+    /// Bursts: the server process's CPU time per delivery, µs (median of the rounds).
+    pub cpu_per_delivery: Option<f64>,
 }
 
 /// Measures `system` in `scenario`.
@@ -243,6 +245,7 @@ pub async fn measure(settings: &Settings, scenario: Scenario, system: System) ->
                         p99: report.p99_ms,
                     },
                     problem: report.problem().or(warm_up),
+                    cpu_per_delivery: None,
                 }
             })
             .await
@@ -268,6 +271,7 @@ pub async fn measure(settings: &Settings, scenario: Scenario, system: System) ->
                         w.committed, w.published
                     )
                 }),
+                cpu_per_delivery: None,
             }
         }
     }
@@ -335,21 +339,25 @@ async fn bursts(
     rooms: usize,
     rounds: usize,
 ) -> Outcome {
-    let mut rates = Vec::new();
+    let (mut rates, mut cpu) = (Vec::new(), Vec::new());
     let mut problem: Option<String> = None;
-    let (_, warm_up) = fleet.burst(events, rooms, source).await;
+    let (_, warm_up, _) = fleet.burst(events, rooms, source).await;
     if let Some(p) = warm_up.problem() {
         eprintln!("WARNING: {label}, warm-up: {p}");
         problem = Some(format!("warm-up: {p}"));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     for round in 1..=rounds.max(1) {
-        let (rate, report): (f64, Report) = fleet.burst(events, rooms, source).await;
+        let (rate, report, busy) = fleet.burst(events, rooms, source).await;
+        let us = busy.server_seconds * 1e6 / report.received.max(1) as f64;
         eprintln!(
-            "{label}: round {round}: {} deliveries at {rate:.0}/s{}",
+            "{label}: round {round}: {} deliveries at {rate:.0}/s{}; CPU: server {:.0}%, clients {:.0}%; server {us:.2} µs per delivery",
             report.received,
-            if report.exact() { "" } else { " (INCOMPLETE)" }
+            if report.exact() { "" } else { " (INCOMPLETE)" },
+            busy.server * 100.0,
+            busy.clients * 100.0
         );
+        cpu.push(us);
         if let Some(p) = report.problem() {
             eprintln!("WARNING: {label}, round {round}: {p}");
             problem.get_or_insert(format!("round {round}: {p}"));
@@ -358,9 +366,11 @@ async fn bursts(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     rates.sort_by(f64::total_cmp);
+    cpu.sort_by(f64::total_cmp);
     Outcome {
         cell: Cell::Rate(rates[rates.len() / 2]),
         problem,
+        cpu_per_delivery: Some(cpu[cpu.len() / 2]),
     }
 }
 
@@ -382,6 +392,7 @@ fn idle(system: System, connections: usize, pin: Option<usize>) -> Outcome {
                 "the memory probe failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )),
+            cpu_per_delivery: None,
         };
     };
     // "rss <before> <after>": the word does not parse, the numbers do.
@@ -399,6 +410,7 @@ fn idle(system: System, connections: usize, pin: Option<usize>) -> Outcome {
     Outcome {
         cell: Cell::Kib(per_conn),
         problem: None,
+        cpu_per_delivery: None,
     }
 }
 

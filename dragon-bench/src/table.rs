@@ -227,6 +227,7 @@ pub fn print(rows: &[Row], settings: &Settings) {
     }
     println!();
     println!("Targets: {passed} passed, {failed} failed.");
+    print_cpu(rows);
     let problems: Vec<String> = rows
         .iter()
         .flat_map(|row| {
@@ -258,4 +259,41 @@ pub fn print(rows: &[Row], settings: &Settings) {
          clients; the event rate there is bounded by one sequential writer.",
         settings.rounds
     );
+}
+
+/// The server's CPU time per delivery in the bursts: less noisy than wall-clock rates on a
+/// shared machine, and what an optimization of the fan-out changes.
+fn print_cpu(rows: &[Row]) {
+    let bursts: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.outcomes.iter().any(|o| o.cpu_per_delivery.is_some()))
+        .collect();
+    if bursts.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "Server CPU time per delivery in the bursts (µs, the server process's user + system time \
+         from the first send to the last receipt over the deliveries, median of the rounds; \
+         lower is better; less noisy than rates when other work shares the machine):"
+    );
+    println!();
+    println!(
+        "| scenario | bare broadcaster | Dragon, after commit | Dragon on Redis | Dragon, SQLite |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for row in bursts {
+        let reference = row.get(System::Reference).cpu_per_delivery;
+        let cells: Vec<String> = System::ALL
+            .iter()
+            .map(|&s| match (row.get(s).cpu_per_delivery, reference) {
+                (Some(us), Some(r)) if s != System::Reference => {
+                    format!("{us:.2} ({:.1}x ref)", us / r)
+                }
+                (Some(us), _) => format!("{us:.2}"),
+                (None, _) => "—".to_owned(),
+            })
+            .collect();
+        println!("| `{}` | {} |", row.scenario.name(), cells.join(" | "));
+    }
 }
