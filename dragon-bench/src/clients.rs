@@ -87,6 +87,8 @@ struct Counters {
     recording: AtomicBool,
     done: Notify,
     latencies: Mutex<Vec<u32>>,
+    /// With `DRAGON_BENCH_DEBUG`: each recorded latency with its event's `t0`.
+    by_event: Option<Mutex<Vec<(u64, u32)>>>,
     /// Wall-clock µs of the last event received.
     last: AtomicU64,
     /// Events whose `list_id` was not the client's room.
@@ -108,17 +110,18 @@ impl Clients {
     /// `setup` becomes the client's room). Each sends `setup` first (a subscribe) and waits
     /// for its reply, skipping any greeting.
     async fn connect(urls: &[String], n: usize, rooms: usize, setup: Option<String>) -> Clients {
+        let debug = std::env::var_os("DRAGON_BENCH_DEBUG").is_some();
         let counters = Arc::new(Counters {
             received: AtomicU64::new(0),
             target: AtomicU64::new(u64::MAX),
             recording: AtomicBool::new(false),
             done: Notify::new(),
             latencies: Mutex::new(Vec::new()),
+            by_event: debug.then(Mutex::default),
             last: AtomicU64::new(0),
             misrouted: AtomicU64::new(0),
             per_client: (0..n).map(|_| AtomicU32::new(0)).collect(),
         });
-        let debug = std::env::var_os("DRAGON_BENCH_DEBUG").is_some();
         let mut pending = Vec::new();
         let mut room_list = Vec::with_capacity(n);
         for i in 0..n {
@@ -162,6 +165,9 @@ impl Clients {
                         if counters.recording.load(Ordering::Relaxed) {
                             let micros = now.saturating_sub(t0) as u32;
                             counters.latencies.lock().expect("latencies").push(micros);
+                            if let Some(by_event) = &counters.by_event {
+                                by_event.lock().expect("by event").push((t0, micros));
+                            }
                         }
                         counters.per_client[i].fetch_add(1, Ordering::Relaxed);
                         counters.last.fetch_max(now, Ordering::AcqRel);
@@ -206,6 +212,9 @@ impl Clients {
         c.misrouted.store(0, Ordering::Release);
         c.last.store(0, Ordering::Release);
         c.latencies.lock().expect("latencies").clear();
+        if let Some(by_event) = &c.by_event {
+            by_event.lock().expect("by event").clear();
+        }
         c.recording.store(recording, Ordering::Release);
         c.target
             .store(self.expected.iter().sum(), Ordering::Release);
@@ -244,6 +253,9 @@ impl Clients {
                 extra += got - want;
             }
         }
+        if let Some(by_event) = &c.by_event {
+            print_by_event(std::mem::take(&mut *by_event.lock().expect("by event")));
+        }
         let lat = std::mem::take(&mut *c.latencies.lock().expect("latencies"));
         let (p50, p99) = p50_p99_ms(lat);
         format!(
@@ -254,6 +266,25 @@ impl Clients {
             c.last.load(Ordering::Acquire),
             c.misrouted.load(Ordering::Acquire),
         )
+    }
+}
+
+/// Debugging a latency tail: each event's receipts, p50 and max (on stderr).
+fn print_by_event(mut samples: Vec<(u64, u32)>) {
+    samples.sort_unstable();
+    let Some(&(start, _)) = samples.first() else {
+        return;
+    };
+    for event in samples.chunk_by(|a, b| a.0 == b.0) {
+        let mut lat: Vec<u32> = event.iter().map(|&(_, l)| l).collect();
+        lat.sort_unstable();
+        eprintln!(
+            "event sent at +{:.3}s: {} receipts, p50 {:.1} ms, max {:.1} ms",
+            (event[0].0 - start) as f64 / 1e6,
+            lat.len(),
+            f64::from(lat[lat.len() / 2]) / 1e3,
+            f64::from(lat[lat.len() - 1]) / 1e3
+        );
     }
 }
 

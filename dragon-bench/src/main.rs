@@ -14,7 +14,8 @@
 //!
 //! `-- --scenario one-route-1000` runs one scenario (a comma-separated list is fine),
 //! `-- --systems reference,memory` some columns, `-- --quick` smaller counts, one round.
-//! `-- --memory` is `--scenario idle-memory`.
+//! `-- --memory` is `--scenario idle-memory`. With `DRAGON_BENCH_DEBUG=1` the clients print
+//! the first event frame of each system and, in the paced scenario, each event's p50 and max.
 //!
 //! `-- --presence` runs the presence benchmark instead (see `presence/`), `-- --writes`
 //! the write benchmark (see `writes.rs`), `-- --likes` the live blog's likes (see `likes/`).
