@@ -1,7 +1,7 @@
 //! The brokers the benchmark can run Dragon on, and how many nodes each uses.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use dragon_core::broker::{Broker, MemoryBroker, RedisBroker, RedisOptions};
 
@@ -36,14 +36,28 @@ pub async fn redis(prefix: &str, nodes: usize) -> Vec<Arc<dyn Broker>> {
     brokers
 }
 
+/// Prefixes [`unique_prefix`] handed out, for [`cleanup_all`].
+static PREFIXES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 /// A key prefix no other cluster of this process or another uses.
 pub fn unique_prefix() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
+    let prefix = format!(
         "dragon-bench-{}-{}:",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    );
+    PREFIXES.lock().expect("prefixes").push(prefix.clone());
+    prefix
+}
+
+/// Deletes the keys of every prefix handed out. Call it once the runtime is gone: a stopped
+/// Dragon node does not release its Redis broker, whose presence lease would write its key
+/// again after a [`cleanup`].
+pub fn cleanup_all() {
+    for prefix in std::mem::take(&mut *PREFIXES.lock().expect("prefixes")) {
+        cleanup(&prefix);
+    }
 }
 
 /// Deletes the keys under `prefix` (with redis-cli; a warning if that fails).

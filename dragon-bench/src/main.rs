@@ -181,6 +181,8 @@ fn main() {
             settings.idle_connections,
             args.fleet_cpu,
         ));
+        drop(rt);
+        brokers::cleanup_all();
         println!("rss {before} {after}");
         return;
     }
@@ -207,6 +209,7 @@ fn main() {
         rows
     });
     drop(rt);
+    brokers::cleanup_all();
     table::print(&rows, &settings);
 }
 

@@ -307,7 +307,7 @@ async fn with_system(
             let mut fleet = dragon.fleet(clients, rooms, pin).await;
             let mut source = AnySource::Dragon(dragon.source());
             let outcome = f(&mut fleet, &mut source).await;
-            drop(fleet);
+            drop((fleet, source));
             dragon.stop().await;
             outcome
         }

@@ -165,7 +165,12 @@ impl Subject {
             server.stop().await;
         }
         self.db.close().await.ok();
+        // The last handles on the brokers (a source must be dropped first): a Redis broker's
+        // tasks, such as its presence lease, stop with it, so they write no key after the
+        // cleanup.
+        drop(self.brokers);
         if let Some(prefix) = self.prefix {
+            tokio::time::sleep(Duration::from_millis(200)).await;
             crate::brokers::cleanup(&prefix);
         }
     }
