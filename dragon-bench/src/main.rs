@@ -1,72 +1,100 @@
-//! Fan-out benchmark: Dragon against a minimal tokio-tungstenite broadcaster, in one run.
+//! Fan-out benchmark: Dragon against the strongest minimal Rust broadcaster, in one run.
 //!
-//! For each client count, both systems get the same clients (real WebSockets on loopback)
-//! and the same events:
-//! - throughput: a burst of events as fast as they can be committed; deliveries per second
-//!   until every client has every event;
-//! - latency: events paced to a fixed delivery rate; the time from commit (Dragon) or send
-//!   (reference) to receipt by each client, p50 and p99.
+//! `cargo run --release -p dragon-bench` runs every scenario of the table (see
+//! `scenarios.rs`) on four systems, each in the same run with the same clients (real
+//! WebSockets on loopback, in a process of their own) and the same events:
+//! - the bare broadcaster (`reference.rs`): axum, one tokio broadcast ring per room;
+//! - Dragon, events published as the derive hands them over after commit (one node, memory);
+//! - the same on two nodes sharing Redis;
+//! - Dragon with real inserts through the derive on a SQLite file.
 //!
-//! Dragon is measured twice: with changes entering as the derive hands them over after
-//! commit (Dragon's own cost), and with real SQLite inserts through the hooks (the path a
-//! user's write takes, where one SQLite connection bounds the event rate).
+//! The server side runs in this process, pinned to the first core, and the clients in
+//! another pinned to the second (when there are two). Figures are printed as a markdown
+//! table with ratios and the acceptance targets (`table.rs`).
 //!
-//! `cargo run --release -p dragon-bench` (add `-- --help` for options). Figures are printed
-//! as a table with Dragon's throughput as a ratio of the reference measured in the same run.
+//! `-- --scenario one-route-1000` runs one scenario (a comma-separated list is fine),
+//! `-- --systems reference,memory` some columns, `-- --quick` smaller counts, one round.
+//! `-- --memory` is `--scenario idle-memory`. With `DRAGON_BENCH_DEBUG=1` the clients print
+//! the first event frame of each system and, in the paced scenario, each event's p50 and max.
 //!
-//! `-- --presence` runs the presence benchmark instead (see `presence.rs`), `-- --writes`
+//! `-- --presence` runs the presence benchmark instead (see `presence/`), `-- --writes`
 //! the write benchmark (see `writes.rs`), `-- --likes` the live blog's likes (see `likes/`).
 
 mod brokers;
 mod clients;
 mod likes;
+mod pin;
 mod presence;
 mod reference;
+mod scenarios;
 mod subject;
+mod table;
 mod writes;
-
-use std::time::Duration;
 
 use clap::Parser;
 
-/// What one system achieved for one client count.
-#[derive(Debug, Clone, Copy)]
-pub struct Figures {
-    pub deliveries_per_sec: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-}
+use scenarios::{Scenario, Settings, System};
 
 #[derive(Parser, Debug)]
 #[command(about = "Dragon fan-out benchmark against a minimal broadcaster")]
 pub struct Args {
-    /// Client counts to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
-    pub clients: Vec<usize>,
-    /// Deliveries per client in the throughput burst is `burst_deliveries / clients` (min 20).
-    #[arg(long, default_value_t = 400_000)]
-    pub burst_deliveries: usize,
-    /// Paced events for the latency phase.
-    #[arg(long, default_value_t = 50)]
-    pub paced_events: usize,
-    /// Deliveries per second in the latency phase (events are spaced to give this rate).
-    #[arg(long, default_value_t = 50_000)]
+    /// Scenarios to run (default: all): one-route-1000, one-route-5000, filters-500x10,
+    /// paced-10000, idle-memory, sqlite-writes.
+    #[arg(long, value_delimiter = ',')]
+    pub scenario: Vec<String>,
+    /// Systems (columns) to measure: reference, memory, redis, sqlite.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "reference,memory,redis,sqlite"
+    )]
+    pub systems: Vec<String>,
+    /// Smaller counts (clients / 5, bursts / 2), one round, 20 paced events, 1,000 idle
+    /// connections, 1 s of writes: for iterating.
+    #[arg(long)]
+    pub quick: bool,
+    /// Bursts per throughput measurement, after one not counted; the median is reported
+    /// (default 5, quick 1).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Paced events in the latency scenario (default 40, quick 20).
+    #[arg(long)]
+    pub paced_events: Option<usize>,
+    /// Deliveries per second in the latency scenario (events are spaced to give this rate).
+    /// At 50,000 (an event every 200 ms to 10,000 clients) both systems fell behind on this
+    /// 2-core machine when other work shared it, and p99 measured the backlog.
+    #[arg(long, default_value_t = 25_000)]
     pub paced_rate: u64,
+    /// Idle subscribed connections for the memory scenario (default 5,000, quick 1,000).
+    #[arg(long)]
+    pub idle_connections: Option<usize>,
+    /// Seconds of writing in the SQLite write scenario (default 3, quick 1).
+    #[arg(long)]
+    pub write_seconds: Option<u64>,
+    /// Do not pin the server and the clients to separate cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Only the memory scenario (`--scenario idle-memory`).
+    #[arg(long)]
+    pub memory: bool,
     /// Internal: run as the client process for these comma-separated URLs.
     #[arg(long, hide = true)]
     pub fleet: Option<String>,
+    /// Internal: the client process's client count.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub fleet_clients: usize,
+    /// Internal: the client process's room count.
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub fleet_rooms: usize,
     /// Internal: the client process's first frame per client.
     #[arg(long, hide = true)]
-    pub setup: Option<String>,
-    /// Measure server memory per connection instead (each system in a fresh process).
-    #[arg(long)]
-    pub memory: bool,
-    /// Internal: report this system's memory (`reference` or `dragon`) and exit.
+    pub fleet_setup: Option<String>,
+    /// Internal: the core the client process pins itself to.
+    #[arg(long, hide = true)]
+    pub fleet_cpu: Option<usize>,
+    /// Internal: report this system's memory and exit.
     #[arg(long, hide = true)]
     pub rss_of: Option<String>,
-    /// Brokers to measure Dragon on: `memory` (one node) and/or `redis` (two nodes).
-    #[arg(long, value_delimiter = ',', default_value = "memory")]
-    pub broker: Vec<String>,
     /// The presence benchmark (`--presence`) and its options.
     #[command(flatten)]
     pub presence: presence::Options,
@@ -99,6 +127,15 @@ fn raise_fd_limit(needed: u64) {
     }
 }
 
+/// A runtime; one worker when this process is pinned to one core.
+fn runtime(pinned: bool) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if pinned {
+        b.worker_threads(1);
+    }
+    b.enable_all().build().expect("runtime")
+}
+
 fn main() {
     let args = Args::parse();
     if args.presence.wanted() {
@@ -115,103 +152,108 @@ fn main() {
         likes::main(&args.likes);
         return;
     }
-    let max_clients = args.clients.iter().copied().max().unwrap_or(0) as u64;
-    raise_fd_limit(max_clients + 1024);
     if let Some(urls) = &args.fleet {
+        raise_fd_limit(args.fleet_clients as u64 + 1024);
+        let pinned = args.fleet_cpu.is_some_and(pin::pin);
         let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
-        let n = args.clients.first().copied().unwrap_or(0);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(clients::fleet_main(urls, n, args.setup.clone()));
+        runtime(pinned).block_on(clients::fleet_main(
+            urls,
+            args.fleet_clients,
+            args.fleet_rooms,
+            args.fleet_setup.clone(),
+        ));
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let settings = settings(&args);
+    // The server side holds at most the paced scenario's clients, or the idle ones.
+    raise_fd_limit(10_000.max(settings.idle_connections) as u64 + 1024);
+    let rt = runtime(settings.placement.server.is_some());
     if let Some(system) = &args.rss_of {
-        let n = args.clients.first().copied().unwrap_or(0);
-        let (before, after) = rt.block_on(async {
-            match system.as_str() {
-                "reference" => reference::rss(n).await,
-                _ => subject::rss(n).await,
-            }
-        });
+        let system = System::parse(system).unwrap_or_else(|| panic!("unknown system {system}"));
+        let (before, after) = rt.block_on(scenarios::rss_of(
+            system,
+            settings.idle_connections,
+            args.fleet_cpu,
+        ));
+        drop(rt);
+        brokers::cleanup_all();
         println!("rss {before} {after}");
         return;
     }
-    if args.memory {
-        memory_table(&args.clients);
-        return;
-    }
-    rt.block_on(async {
-        println!(
-            "| clients | system | deliveries/s | vs reference | p50 ms | p99 ms |\n|---:|---|---:|---:|---:|---:|"
-        );
-        for &n in &args.clients {
-            let events = (args.burst_deliveries / n.max(1)).max(20);
-            let plan = clients::Plan {
-                clients: n,
-                burst_events: events,
-                paced_events: args.paced_events,
-                pace: Duration::from_micros(n as u64 * 1_000_000 / args.paced_rate.max(1)),
-            };
-            let reference = reference::run(&plan).await;
-            row(n, "reference (tokio-tungstenite broadcast)", &reference, 1.0);
-            for broker in &args.broker {
-                for (mode, label) in [
-                    (subject::Mode::AfterCommit, "published after commit"),
-                    (subject::Mode::Insert, "SQLite insert + hooks"),
-                ] {
-                    let dragon = subject::run(&plan, broker, mode).await;
-                    let ratio = dragon.deliveries_per_sec / reference.deliveries_per_sec;
-                    let nodes = if broker == "redis" { "2 nodes, redis" } else { "1 node, memory" };
-                    row(n, &format!("dragon ({nodes}), {label}"), &dragon, ratio);
-                }
+    let scenarios = chosen_scenarios(&args);
+    eprintln!("{}", settings.placement.describe());
+    let rows = rt.block_on(async {
+        let mut rows = Vec::new();
+        for scenario in scenarios {
+            let mut outcomes = Vec::new();
+            for system in System::ALL {
+                let outcome = if settings.systems.contains(&system) {
+                    scenarios::measure(&settings, scenario, system).await
+                } else {
+                    scenarios::Outcome::default()
+                };
+                outcomes.push(outcome);
             }
+            rows.push(table::Row {
+                scenario,
+                shape: settings.shape(scenario),
+                outcomes,
+            });
         }
+        rows
     });
+    drop(rt);
+    brokers::cleanup_all();
+    table::print(&rows, &settings);
 }
 
-/// Server memory per connection, each system measured in a process of its own (so neither
-/// reuses memory the other freed).
-fn memory_table(clients: &[usize]) {
-    println!(
-        "| clients | system | server KiB per connection | vs reference |\n|---:|---|---:|---:|"
-    );
-    for &n in clients {
-        let per_conn = |system: &str| {
-            let out = std::process::Command::new(std::env::current_exe().expect("own path"))
-                .args(["--rss-of", system, "--clients", &n.to_string()])
-                .output()
-                .expect("child");
-            let text = String::from_utf8_lossy(&out.stdout);
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("rss "))
-                .unwrap_or_else(|| panic!("{system}: {text}"));
-            // "rss <before> <after>": the word does not parse, the numbers do.
-            let v: Vec<f64> = line
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            (v[1] - v[0]) / n as f64
-        };
-        let reference = per_conn("reference");
-        let dragon = per_conn("dragon");
-        println!("| {n} | reference (tokio-tungstenite broadcast) | {reference:.1} | 1.00 |");
-        println!(
-            "| {n} | dragon (1 node, memory, 1 subscription each) | {dragon:.1} | {:.2} |",
-            dragon / reference
-        );
+fn settings(args: &Args) -> Settings {
+    let quick = args.quick;
+    let systems = args
+        .systems
+        .iter()
+        .map(|s| System::parse(s).unwrap_or_else(|| panic!("unknown system {s:?}")))
+        .collect();
+    // The memory probe inherits this process's core; it pins nothing itself.
+    let placement = if args.rss_of.is_some() {
+        pin::Placement::inherited()
+    } else {
+        pin::Placement::apply(!args.no_pin)
+    };
+    Settings {
+        quick,
+        rounds: args.rounds.unwrap_or(if quick { 1 } else { 5 }),
+        paced_events: args.paced_events.unwrap_or(if quick { 20 } else { 40 }),
+        paced_rate: args.paced_rate,
+        idle_connections: args
+            .idle_connections
+            .unwrap_or(if quick { 1000 } else { 5000 }),
+        write_seconds: args.write_seconds.unwrap_or(if quick { 1 } else { 3 }),
+        systems,
+        placement,
     }
 }
 
-fn row(n: usize, name: &str, f: &Figures, ratio: f64) {
-    println!(
-        "| {n} | {name} | {:.0} | {:.2} | {:.2} | {:.2} |",
-        f.deliveries_per_sec, ratio, f.p50_ms, f.p99_ms
-    );
+fn chosen_scenarios(args: &Args) -> Vec<Scenario> {
+    if args.memory {
+        return vec![Scenario::IdleMemory];
+    }
+    if args.scenario.is_empty() {
+        return Scenario::ALL.to_vec();
+    }
+    args.scenario
+        .iter()
+        .map(|name| {
+            Scenario::parse(name).unwrap_or_else(|| {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                panic!("unknown scenario {name:?}: one of {}", names.join(", "))
+            })
+        })
+        .collect()
 }

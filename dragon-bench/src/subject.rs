@@ -1,17 +1,26 @@
-//! Dragon under test: a model router over SQLite in memory; every client subscribes to
-//! `{list_id: 1}`, and each event is a committed insert published by the derive.
+//! Dragon under test: a model router over a SQLite file (opened by
+//! `dragon_core::db::connect`, so WAL and `synchronous=NORMAL`); every client subscribes with
+//! a filter on `list_id` (its room).
+//!
+//! Three ways, the columns of the table ([`Kind`]):
+//! - memory: one node; each event is the change the derive hands the broker after commit
+//!   (`Message::created` of the row, published), without a database write: Dragon's own cost;
+//! - redis: the same on two nodes sharing a Redis, clients split over both, events entering
+//!   through the first;
+//! - sqlite: one node, memory broker; each event is a real insert through the derive (a
+//!   transaction: the row and its change-log row), relayed to the broker by Dragon's relay.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use dragon_core::broker::Message;
+use dragon_core::broker::{Broker, Message};
 use dragon_core::testing::TestServer;
 use dragon_core::{Dragon, DragonModel, ModelRouter, Publish};
 use sea_orm::entity::prelude::*;
 use sea_orm::{DatabaseConnection, Set};
 use serde::{Deserialize, Serialize};
 
-use crate::Figures;
-use crate::clients::{Fleet, Plan, Source};
+use crate::clients::{Fleet, FleetSpec, Source, list_id};
 
 mod bench_item {
     use super::*;
@@ -30,124 +39,256 @@ mod bench_item {
     pub enum Relation {}
 }
 
-/// How events enter Dragon.
+const ROUTE: &str = "bench-item";
+
+/// Every client's subscription (`{room}` becomes its room's `list_id`).
+const SUBSCRIBE: &str =
+    r#"{"id":1,"route":"bench-item","verb":"subscribe","args":{"filter":{"list_id":{room}}}}"#;
+
+/// Which Dragon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The published change as the derive hands it over after commit: measures Dragon itself.
-    AfterCommit,
-    /// A real SQLite insert through the derive's hooks: the whole path a user's write takes.
-    Insert,
+pub enum Kind {
+    /// One node, memory broker, events published as after commit.
+    Memory,
+    /// Two nodes on one Redis, events published as after commit through the first.
+    Redis,
+    /// One node, memory broker, events are SQLite inserts through the derive.
+    Sqlite,
 }
 
-struct Commits {
-    db: DatabaseConnection,
-    broker: Arc<dyn dragon_core::broker::Broker>,
-    mode: Mode,
-    next_id: i64,
-    inflight: Arc<tokio::sync::Semaphore>,
-}
+/// A SQLite file of its own, removed on drop.
+struct Scratch(std::path::PathBuf);
 
-impl Source for Commits {
-    async fn send(&mut self, t0: u64) {
-        if self.mode == Mode::AfterCommit {
-            self.next_id += 1;
-            let row = bench_item::Model {
-                id: self.next_id,
-                list_id: 1,
-                text: t0.to_string(),
-            };
-            let message = Message::created(row.to_published());
-            // Many requests publish at once in a real app: keep up to 64 publishes in
-            // flight, so a broker's round trip bounds latency, not the event rate.
-            let permit = self
-                .inflight
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("permits");
-            let broker = self.broker.clone();
-            tokio::spawn(async move {
-                broker
-                    .publish("bench-item", message)
-                    .await
-                    .expect("publish");
-                drop(permit);
-            });
-            return;
-        }
-        let row = bench_item::ActiveModel {
-            list_id: Set(1),
-            text: Set(t0.to_string()),
-            ..Default::default()
-        };
-        dragon_core::publish::with_broker(self.broker.clone(), row.insert(&self.db))
-            .await
-            .expect("insert");
+impl Scratch {
+    fn new() -> Scratch {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("dragon_bench_{}_{nanos}.db", std::process::id());
+        Scratch(std::env::temp_dir().join(name))
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.display())
     }
 }
 
-/// One Dragon node on a free port.
-async fn node(
-    db: &DatabaseConnection,
-    broker: Arc<dyn dragon_core::broker::Broker>,
-) -> (String, TestServer) {
-    let router = ModelRouter::<bench_item::Model>::new(db.clone()).filterable(["list_id"]);
-    let dragon = Dragon::builder().broker(broker).route(router).build();
-    let server = TestServer::start(&dragon, dragon.router())
-        .await
-        .expect("serve");
-    (server.ws_url(), server)
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", ".dragon-relay"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
 }
 
-/// Every benchmark client's subscription.
-const SUBSCRIBE: &str =
-    r#"{"id":1,"route":"bench-item","verb":"subscribe","args":{"filter":{"list_id":1}}}"#;
-
-/// A fresh in-memory SQLite database with the benchmark's table.
-async fn database() -> DatabaseConnection {
-    let db = dragon_core::db::connect("sqlite::memory:")
+/// A fresh SQLite file with the benchmark's table.
+async fn database() -> (DatabaseConnection, Scratch) {
+    let scratch = Scratch::new();
+    let db = dragon_core::db::connect(&scratch.url())
         .await
         .expect("sqlite");
     dragon_core::db::create_table(&db, bench_item::Entity)
         .await
         .expect("schema");
-    db
+    (db, scratch)
 }
 
-/// Runs the plan on Dragon: clients spread evenly over the broker's nodes, events entering
-/// through the first node.
-pub async fn run(plan: &Plan, broker_kind: &str, mode: Mode) -> Figures {
-    let db = database().await;
-    let brokers = crate::brokers::make(broker_kind).await;
-    let mut urls = Vec::new();
-    let mut stops = Vec::new();
-    for broker in &brokers {
-        let (url, server) = node(&db, broker.clone()).await;
-        urls.push(url);
-        stops.push(server);
-    }
-    let mut fleet = Fleet::connect(&urls, plan.clients, Some(SUBSCRIBE.to_owned())).await;
-    let mut source = Commits {
-        db,
-        broker: brokers[0].clone(),
-        mode,
-        next_id: 0,
-        inflight: Arc::new(tokio::sync::Semaphore::new(64)),
-    };
-    let figures = fleet.measure(plan, &mut source).await;
-    for server in stops {
-        server.stop().await;
-    }
-    figures
+/// One Dragon node on a free port.
+async fn node(db: &DatabaseConnection, broker: Arc<dyn Broker>) -> TestServer {
+    let router = ModelRouter::<bench_item::Model>::new(db.clone()).filterable(["list_id"]);
+    let dragon = Dragon::builder().broker(broker).route(router).build();
+    TestServer::start(&dragon, dragon.router())
+        .await
+        .expect("serve")
 }
 
-/// Resident memory (KiB) before and after `n` clients connect and subscribe.
-pub async fn rss(n: usize) -> (u64, u64) {
-    let db = database().await;
-    let broker = crate::brokers::make("memory").await.remove(0);
-    let (url, _server) = node(&db, broker).await;
+/// Dragon running: its nodes, their brokers and the database.
+pub struct Subject {
+    kind: Kind,
+    db: DatabaseConnection,
+    brokers: Vec<Arc<dyn Broker>>,
+    nodes: Vec<TestServer>,
+    prefix: Option<String>,
+    _scratch: Scratch,
+}
+
+impl Subject {
+    pub async fn start(kind: Kind) -> Subject {
+        let (db, scratch) = database().await;
+        let (brokers, prefix) = if kind == Kind::Redis {
+            let prefix = crate::brokers::unique_prefix();
+            (crate::brokers::redis(&prefix, 2).await, Some(prefix))
+        } else {
+            (crate::brokers::make("memory").await, None)
+        };
+        let mut nodes = Vec::new();
+        for broker in &brokers {
+            nodes.push(node(&db, broker.clone()).await);
+        }
+        Subject {
+            kind,
+            db,
+            brokers,
+            nodes,
+            prefix,
+            _scratch: scratch,
+        }
+    }
+
+    /// Starts `clients` clients spread over the nodes and rooms, each subscribed.
+    pub async fn fleet(&self, clients: usize, rooms: usize, pin: Option<usize>) -> Fleet {
+        let urls: Vec<String> = self.nodes.iter().map(TestServer::ws_url).collect();
+        Fleet::connect(FleetSpec {
+            urls: &urls,
+            clients,
+            rooms,
+            setup: Some(SUBSCRIBE),
+            pin,
+        })
+        .await
+    }
+
+    /// Where this Dragon's events come from.
+    pub fn source(&self) -> Commits {
+        Commits {
+            db: self.db.clone(),
+            broker: self.brokers[0].clone(),
+            insert: self.kind == Kind::Sqlite,
+            next_id: 0,
+            inflight: Arc::new(tokio::sync::Semaphore::new(64)),
+        }
+    }
+
+    pub async fn stop(self) {
+        // Each stop closes the node's connections and drains its relay.
+        for server in self.nodes {
+            server.stop().await;
+        }
+        self.db.close().await.ok();
+        // The last handles on the brokers (a source must be dropped first): a Redis broker's
+        // tasks, such as its presence lease, stop with it, so they write no key after the
+        // cleanup.
+        drop(self.brokers);
+        if let Some(prefix) = self.prefix {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            crate::brokers::cleanup(&prefix);
+        }
+    }
+}
+
+/// How events enter Dragon.
+pub struct Commits {
+    db: DatabaseConnection,
+    broker: Arc<dyn Broker>,
+    insert: bool,
+    next_id: i64,
+    inflight: Arc<tokio::sync::Semaphore>,
+}
+
+impl Source for Commits {
+    async fn send(&mut self, room: usize, t0: u64) {
+        let list_id = list_id(room) as i64;
+        if self.insert {
+            insert(&self.db, list_id, t0.to_string())
+                .await
+                .expect("insert");
+            return;
+        }
+        self.next_id += 1;
+        let row = bench_item::Model {
+            id: self.next_id,
+            list_id,
+            text: t0.to_string(),
+        };
+        let message = Message::created(row.to_published());
+        // Many requests publish at once in a real app: keep up to 64 publishes in flight, so
+        // a broker's round trip bounds latency, not the event rate.
+        let permit = self
+            .inflight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("permits");
+        let broker = self.broker.clone();
+        tokio::spawn(async move {
+            broker.publish(ROUTE, message).await.expect("publish");
+            drop(permit);
+        });
+    }
+}
+
+/// One insert through the derive, in its own transaction (as a model router writes).
+async fn insert(db: &DatabaseConnection, list_id: i64, text: String) -> Result<(), DbErr> {
+    dragon_core::transaction(db, move |txn| {
+        Box::pin(async move {
+            bench_item::ActiveModel {
+                list_id: Set(list_id),
+                text: Set(text),
+                ..Default::default()
+            }
+            .insert(txn)
+            .await
+            .map(|_| ())
+        })
+    })
+    .await
+    .map_err(|e| DbErr::Custom(e.to_string()))
+}
+
+/// Resident memory (KiB) of this process before and after `n` clients connect and subscribe.
+pub async fn rss(kind: Kind, n: usize, pin: Option<usize>) -> (u64, u64) {
+    let subject = Subject::start(kind).await;
     let before = crate::clients::rss_kib();
-    let _fleet = Fleet::connect(&[url], n, Some(SUBSCRIBE.to_owned())).await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    (before, crate::clients::rss_kib())
+    let fleet = subject.fleet(n, 1, pin).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = crate::clients::rss_kib();
+    drop(fleet);
+    subject.stop().await;
+    (before, after)
+}
+
+/// One writer's inserts through the derive for `seconds`, no clients.
+pub struct Writes {
+    pub committed: u64,
+    /// Changes the relay published to the broker by the end.
+    pub published: u64,
+    /// Committed per second of writing.
+    pub per_sec: f64,
+    /// From the last commit to the last change reaching the broker.
+    pub tail: Duration,
+}
+
+pub async fn write_rate(seconds: Duration) -> Writes {
+    let subject = Subject::start(Kind::Sqlite).await;
+    let mut rx = subject.brokers[0].messages();
+    let counter = tokio::spawn(async move {
+        let mut n = 0u64;
+        let mut last = Instant::now();
+        while let Ok(Some(envelope)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await
+        {
+            if &*envelope.route == ROUTE && matches!(*envelope.message, Message::Change { .. }) {
+                n += 1;
+                last = Instant::now();
+            }
+        }
+        (n, last)
+    });
+    let start = Instant::now();
+    let mut committed = 0u64;
+    while start.elapsed() < seconds {
+        insert(&subject.db, 1, format!("change {committed}"))
+            .await
+            .expect("insert");
+        committed += 1;
+    }
+    let wrote = Instant::now();
+    let per_sec = committed as f64 / (wrote - start).as_secs_f64();
+    let (published, last) = counter.await.expect("counter");
+    subject.stop().await;
+    Writes {
+        committed,
+        published,
+        per_sec,
+        tail: last.saturating_duration_since(wrote),
+    }
 }

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::pin::{allowed_cpus, pin};
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
     /// Run the likes benchmark (the live blog's `post.like` under load) instead.
@@ -203,32 +205,4 @@ pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
     // SAFETY: sysconf only reads a configuration value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (hz > 0).then(|| ticks / hz as f64)
-}
-
-/// The cores this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call only fills it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
-
-/// Pins this thread (and so the threads it starts later) to `cpu`.
-fn pin(cpu: usize) -> bool {
-    // SAFETY: as above; sched_setaffinity only reads the set.
-    let ok = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    };
-    if !ok {
-        eprintln!("warning: could not pin the clients to core {cpu}");
-    }
-    ok
 }

@@ -3,7 +3,7 @@
 use std::process::Command;
 
 /// Deletes every key on `REDIS_URL` matching one of `patterns`; how many went.
-pub(super) fn redis_cleanup(patterns: &[String]) -> std::io::Result<i64> {
+pub(crate) fn redis_cleanup(patterns: &[String]) -> std::io::Result<i64> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let mut deleted = 0;
     for pattern in patterns {

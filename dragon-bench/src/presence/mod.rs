@@ -57,12 +57,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::clients::{now_micros, rss_kib};
+use crate::pin::allowed_cpus;
 
 mod cleanup;
 mod fleet;
 mod node;
 
-use cleanup::*;
+pub(crate) use cleanup::redis_cleanup;
 use fleet::*;
 use node::*;
 
@@ -179,32 +180,9 @@ fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
     b.enable_all().build().expect("runtime")
 }
 
-/// The cores this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read or fill it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
-
 /// Pins this thread (and so the runtime threads it starts) to `cpu`: then one worker.
 fn pin(cpu: usize) -> Option<usize> {
-    // SAFETY: as above; sched_setaffinity only reads the set.
-    let ok = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    };
-    if !ok {
-        eprintln!("warning: could not pin to core {cpu}");
-    }
-    ok.then_some(1)
+    crate::pin::pin(cpu).then_some(1)
 }
 
 // ---------------------------------------------------------------------------------------
