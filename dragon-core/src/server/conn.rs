@@ -4,8 +4,10 @@
 //! share one ordered [`Outbox`]. Bad input is answered, never fatal, except a frame over the
 //! size limit (close 1009).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::FutureExt;
@@ -327,18 +329,27 @@ async fn write_loop(
         let Some(first) = first else {
             break WriterEnd::Dead;
         };
-        let batch = tokio::time::timeout(grace, write_batch(&mut sink, first, &mut rx, &outbox));
-        let ended = tokio::select! {
-            outcome = batch => match outcome {
-                Ok(Ok(None)) => None,
-                Ok(Ok(Some(close))) => Some(close),
-                Ok(Err(())) => Some(WriterEnd::Dead),
-                Err(_) => {
-                    tracing::debug!(conn = outbox.id(), "the socket took no data for the grace: closing with 4008");
-                    Some(WriterEnd::Stuck)
-                }
+        // Most batches complete without waiting for the socket: the timer that bounds a
+        // stuck write is only armed for one that has to wait.
+        let mut batch = std::pin::pin!(write_batch(&mut sink, first, &mut rx, &outbox));
+        let outcome = match std::future::poll_fn(|cx| Poll::Ready(batch.as_mut().poll(cx))).await {
+            Poll::Ready(done) => Ok(done),
+            Poll::Pending => tokio::select! {
+                outcome = tokio::time::timeout(grace, batch) => outcome.map_err(|_| ()),
+                _ = &mut kill => Err(()),
             },
-            _ = &mut kill => Some(WriterEnd::Stuck),
+        };
+        let ended = match outcome {
+            Ok(Ok(None)) => None,
+            Ok(Ok(Some(close))) => Some(close),
+            Ok(Err(())) => Some(WriterEnd::Dead),
+            Err(()) => {
+                tracing::debug!(
+                    conn = outbox.id(),
+                    "the socket took no data for the grace: closing with 4008"
+                );
+                Some(WriterEnd::Stuck)
+            }
         };
         if let Some(end) = ended {
             break end;

@@ -491,6 +491,14 @@ impl Dragon {
         }
         let this = self.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        // Small frames go out at once rather than waiting for Nagle's algorithm to batch them
+        // (the writer already batches what is queued, then flushes once).
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "TCP_NODELAY not set");
+            }
+        });
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = done_rx.await;
         });
@@ -595,4 +603,4 @@ fn origin_allowed(headers: &HeaderMap, allowed: Option<&[String]>) -> bool {
 }
 
 /// Bytes each socket reads at a time (see `ws_handler`).
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 1024;
