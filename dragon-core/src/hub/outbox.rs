@@ -29,7 +29,16 @@ pub enum Outbound {
     Text(Utf8Bytes),
     /// A WebSocket ping (the server checks that the peer is still there).
     Ping,
-    Close(crate::protocol::CloseCode, String),
+    /// Boxed, so a queue slot is no larger than a text frame's (every connection's queue
+    /// allocates a block of slots up front).
+    Close(Box<(crate::protocol::CloseCode, String)>),
+}
+
+impl Outbound {
+    /// A close frame with `code` and `reason`.
+    pub fn close(code: crate::protocol::CloseCode, reason: impl Into<String>) -> Outbound {
+        Outbound::Close(Box::new((code, reason.into())))
+    }
 }
 
 /// How long a connection may stay behind by default before it is closed with 4008.
@@ -55,7 +64,38 @@ impl Outbound {
         match self {
             Outbound::Text(t) => t.len(),
             Outbound::Ping => 2,
-            Outbound::Close(_, reason) => 4 + reason.len(),
+            Outbound::Close(close) => 4 + close.1.len(),
+        }
+    }
+}
+
+/// A one-way signal between a connection's reader and writer: raised once, awaited by the
+/// other side. Two atomics and a `Notify` inside the outbox, where a watch channel would
+/// allocate hundreds of bytes per connection.
+#[derive(Default)]
+pub struct Flag {
+    raised: AtomicBool,
+    notify: Notify,
+}
+
+impl Flag {
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the flag is raised.
+    pub async fn raised(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_raised() {
+                return;
+            }
+            notified.await;
         }
     }
 }
@@ -92,6 +132,10 @@ pub struct Outbox {
     backlog: Mutex<Backlog>,
     /// Wakes the writer to give up on a consumer that cannot be helped.
     pub(crate) kill: Notify,
+    /// Raised by the reader when the socket is unusable (the writer stops without a close).
+    pub(crate) socket_gone: Flag,
+    /// Raised when the writer has ended (the reader stops too).
+    pub(crate) writer_ended: Flag,
     killed: AtomicBool,
     /// The connection's id, once it has one.
     conn: std::sync::OnceLock<Arc<str>>,
@@ -122,6 +166,8 @@ impl Outbox {
             backlog: Mutex::new(Backlog::default()),
             kill: Notify::new(),
             killed: AtomicBool::new(false),
+            socket_gone: Flag::default(),
+            writer_ended: Flag::default(),
             conn: std::sync::OnceLock::new(),
         };
         (Arc::new(outbox), rx)

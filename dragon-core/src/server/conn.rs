@@ -61,22 +61,14 @@ pub(super) async fn run(
     inner.hub.register(&conn);
     tracing::debug!(conn = %conn_id, "connected");
 
-    let hello = json!({"event": "hello", "data": {"protocol": PROTOCOL_VERSION, "conn": conn_id, "user": user}});
-    outbox.send(Outbound::Text(Utf8Bytes::from(hello.to_string())));
+    // Built and dropped here, not kept for the life of the connection.
+    let hello = json!({"event": "hello", "data": {"protocol": PROTOCOL_VERSION, "conn": conn_id, "user": user}})
+        .to_string();
+    outbox.send(Outbound::Text(Utf8Bytes::from(hello)));
 
     let (sink, stream) = socket.split();
     let shutdown = inner.shutdown.subscribe();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // Dropped when the writer ends: the reader stops too, and the socket closes.
-    let (writer_alive, writer_done) = watch::channel(false);
-    let writer = tokio::spawn(write_loop(
-        sink,
-        rx,
-        outbox.clone(),
-        shutdown.clone(),
-        stop_rx,
-        writer_alive,
-    ));
+    let writer = tokio::spawn(write_loop(sink, rx, outbox.clone(), shutdown.clone()));
     let hook_ctx = || {
         Ctx::new(
             conn.clone(),
@@ -90,18 +82,7 @@ pub(super) async fn run(
         hook(hook_ctx()).await;
     }
     let mut tasks = JoinSet::new();
-    let ended = read_loop(
-        &dragon,
-        &conn,
-        stream,
-        Watches {
-            shutdown,
-            writer_done,
-        },
-        &stop_tx,
-        &mut tasks,
-    )
-    .await;
+    let ended = read_loop(&dragon, &conn, stream, shutdown, &mut tasks).await;
     end_requests(&mut tasks, ended).await;
 
     conn.close(&inner.hub);
@@ -110,8 +91,8 @@ pub(super) async fn run(
         hook(hook_ctx()).await;
     }
     // Queued replies go out before the closing frame, unless the socket is gone.
-    if !*stop_tx.borrow() && !*inner.shutdown.borrow() {
-        outbox.send(Outbound::Close(close::NORMAL, String::new()));
+    if !outbox.socket_gone.is_raised() && !*inner.shutdown.borrow() {
+        outbox.send(Outbound::close(close::NORMAL, ""));
     }
     let _ = writer.await;
     tracing::debug!(conn = %conn_id, "disconnected");
@@ -131,7 +112,11 @@ enum Ended {
 async fn end_requests(tasks: &mut JoinSet<()>, ended: Ended) {
     if ended == Ended::Shutdown {
         let finish = async { while tasks.join_next().await.is_some() {} };
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), finish).await;
+        let _ = Box::pin(tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            finish,
+        ))
+        .await;
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
@@ -167,23 +152,16 @@ async fn admit(
     Some(user)
 }
 
-/// The flags the read loop watches besides the socket.
-struct Watches {
-    shutdown: watch::Receiver<bool>,
-    /// Closed when the writer has ended.
-    writer_done: watch::Receiver<bool>,
-}
-
 /// Reads frames until the peer closes, the socket fails, the server shuts down, the writer
 /// gives up, or the peer stays silent through two pings (half-open). Reads nothing while
-/// the connection's outbox is over budget (it must read its replies first). Raises `stop`
-/// when the socket is unusable.
+/// the connection's outbox is over budget (it must read its replies first). Raises the
+/// outbox's `socket_gone` when the socket is unusable. Finished request tasks are reaped as
+/// they end, so an idle connection keeps none.
 async fn read_loop(
     dragon: &Dragon,
     conn: &Arc<Conn>,
     mut stream: SplitStream<WebSocket>,
-    mut watches: Watches,
-    stop: &watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Ended {
     let outbox = &conn.outbox;
@@ -203,8 +181,8 @@ async fn read_loop(
                     outbox.kill();
                     return Ended::Gone;
                 },
-                _ = raised(&mut watches.shutdown) => return Ended::Shutdown,
-                _ = gone(&mut watches.writer_done) => return Ended::Gone,
+                _ = raised(&mut shutdown) => return Ended::Shutdown,
+                _ = outbox.writer_ended.raised() => return Ended::Gone,
             }
             // Time spent waiting for the client to read is not silence on its part.
             heard = tokio::time::Instant::now();
@@ -217,27 +195,28 @@ async fn read_loop(
             _ = sleep_until_some(deadline) => {
                 if conn.expired(grace) {
                     tracing::debug!(conn = %conn.id, "token expired: closing with 4003");
-                    outbox.send(Outbound::Close(close::TOKEN_EXPIRED, "token expired".into()));
+                    outbox.send(Outbound::close(close::TOKEN_EXPIRED, "token expired"));
                     return Ended::Gone;
                 }
                 continue; // renewed meanwhile (`dragon.auth`)
             }
             _ = sleep_until_some(idle_at) => {
                 tracing::debug!(conn = %conn.id, "idle: closing with 4009");
-                outbox.send(Outbound::Close(close::IDLE, "idle".into()));
+                outbox.send(Outbound::close(close::IDLE, "idle"));
                 return Ended::Gone;
             }
             _ = ping.tick() => {
                 if heard.elapsed() >= every * 2 {
                     tracing::debug!(conn = %conn.id, "no answer to pings: dropping a half-open connection");
-                    let _ = stop.send(true);
+                    outbox.socket_gone.raise();
                     return Ended::Gone;
                 }
                 outbox.send(Outbound::Ping);
                 continue;
             }
-            _ = raised(&mut watches.shutdown) => return Ended::Shutdown,
-            _ = gone(&mut watches.writer_done) => return Ended::Gone,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            _ = raised(&mut shutdown) => return Ended::Shutdown,
+            _ = outbox.writer_ended.raised() => return Ended::Gone,
         };
         heard = tokio::time::Instant::now();
         let Some(msg) = msg else { return Ended::Gone };
@@ -258,7 +237,7 @@ async fn read_loop(
             Err(err) => match SocketError::of(&err) {
                 SocketError::TooBig => {
                     tracing::debug!(conn = %conn.id, "frame over the size limit");
-                    outbox.send(Outbound::Close(close::TOO_BIG, "frame too large".into()));
+                    outbox.send(Outbound::close(close::TOO_BIG, "frame too large"));
                     return Ended::Gone;
                 }
                 SocketError::NotUtf8 => {
@@ -267,12 +246,12 @@ async fn read_loop(
                         "text frames must be valid UTF-8: closing the connection (1007)",
                     );
                     outbox.send(failure(None, &err));
-                    outbox.send(Outbound::Close(close::INVALID_DATA, "invalid UTF-8".into()));
+                    outbox.send(Outbound::close(close::INVALID_DATA, "invalid UTF-8"));
                     return Ended::Gone;
                 }
                 SocketError::Other => {
                     tracing::debug!(conn = %conn.id, error = %err, "socket error");
-                    let _ = stop.send(true);
+                    outbox.socket_gone.raise();
                     return Ended::Gone;
                 }
             },
@@ -280,10 +259,11 @@ async fn read_loop(
     }
 }
 
-/// Sleeps until `deadline`, or forever without one.
+/// Sleeps until `deadline`, or forever without one. The timer is boxed, so the read loop's
+/// state (kept by every idle connection) does not carry one when there is no deadline.
 async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(d) => Box::pin(tokio::time::sleep_until(d)).await,
         None => std::future::pending().await,
     }
 }
@@ -307,12 +287,18 @@ async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Outbound>,
     outbox: Arc<Outbox>,
     mut shutdown: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-    _alive: watch::Sender<bool>,
 ) {
+    // However it ends, the reader hears of it.
+    struct Ended<'a>(&'a Outbox);
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            self.0.writer_ended.raise();
+        }
+    }
+    let _ended = Ended(&outbox);
     let grace = outbox.grace();
     let shutdown = raised(&mut shutdown);
-    let stop = raised(&mut stop);
+    let stop = outbox.socket_gone.raised();
     let kill = outbox.kill.notified();
     tokio::pin!(shutdown, stop, kill);
     let end = loop {
@@ -335,7 +321,7 @@ async fn write_loop(
         let outcome = match std::future::poll_fn(|cx| Poll::Ready(batch.as_mut().poll(cx))).await {
             Poll::Ready(done) => Ok(done),
             Poll::Pending => tokio::select! {
-                outcome = tokio::time::timeout(grace, batch) => outcome.map_err(|_| ()),
+                outcome = Box::pin(tokio::time::timeout(grace, batch)) => outcome.map_err(|_| ()),
                 _ = &mut kill => Err(()),
             },
         };
@@ -393,7 +379,8 @@ async fn write_batch(
         let message = match frame {
             Outbound::Text(t) => WsMessage::Text(t),
             Outbound::Ping => WsMessage::Ping(Default::default()),
-            Outbound::Close(code, reason) => {
+            Outbound::Close(closing) => {
+                let (code, reason) = *closing;
                 sink.flush().await.map_err(|_| ())?;
                 return Ok(Some(WriterEnd::Close(code, reason)));
             }
@@ -409,11 +396,6 @@ async fn write_batch(
     }
     sink.flush().await.map_err(|_| ())?;
     Ok(None)
-}
-
-/// Resolves once the sender of `flag` is gone.
-async fn gone(flag: &mut watch::Receiver<bool>) {
-    while flag.changed().await.is_ok() {}
 }
 
 /// Resolves once a watch flag is raised (or its sender is gone).
