@@ -181,8 +181,8 @@ impl Metrics {
     }
 
     /// An event held back for a slow consumer (merged, or owed as `resync`).
-    pub fn backlogged(&self) {
-        self.backlogged.inc();
+    pub fn backlogged(&self, n: u64) {
+        self.backlogged.inc_by(n);
     }
 
     /// Sets the gauges from `now`, then writes `registry` (Dragon's metrics and the app's)

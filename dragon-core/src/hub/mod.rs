@@ -412,8 +412,8 @@ impl Hub {
             }
         }
         drop(st);
-        for _ in 0..held {
-            self.metrics.backlogged();
+        if held > 0 {
+            self.metrics.backlogged(held);
         }
         self.metrics.delivered(delivered, env.published_ms);
     }

@@ -130,13 +130,12 @@ pub struct Outbox {
     /// Set while anything is owed: new events then join the backlog, to keep their order.
     backlogged: AtomicBool,
     backlog: Mutex<Backlog>,
-    /// Wakes the writer to give up on a consumer that cannot be helped.
-    pub(crate) kill: Notify,
+    /// Raised to make the writer give up on a consumer that cannot be helped.
+    pub(crate) give_up: Flag,
     /// Raised by the reader when the socket is unusable (the writer stops without a close).
     pub(crate) socket_gone: Flag,
     /// Raised when the writer has ended (the reader stops too).
     pub(crate) writer_ended: Flag,
-    killed: AtomicBool,
     /// The connection's id, once it has one.
     conn: std::sync::OnceLock<Arc<str>>,
 }
@@ -164,8 +163,7 @@ impl Outbox {
             drained: Notify::new(),
             backlogged: AtomicBool::new(false),
             backlog: Mutex::new(Backlog::default()),
-            kill: Notify::new(),
-            killed: AtomicBool::new(false),
+            give_up: Flag::default(),
             socket_gone: Flag::default(),
             writer_ended: Flag::default(),
             conn: std::sync::OnceLock::new(),
@@ -210,13 +208,12 @@ impl Outbox {
 
     /// Gives up on the connection: the writer closes it with 4008.
     pub fn kill(&self) {
-        self.killed.store(true, Ordering::Release);
-        self.kill.notify_one();
+        self.give_up.raise();
     }
 
     /// Whether [`Outbox::kill`] was called.
     pub fn killed(&self) -> bool {
-        self.killed.load(Ordering::Acquire)
+        self.give_up.is_raised()
     }
 
     /// How long the connection may stay behind.

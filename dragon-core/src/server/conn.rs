@@ -299,7 +299,7 @@ async fn write_loop(
     let grace = outbox.grace();
     let shutdown = raised(&mut shutdown);
     let stop = outbox.socket_gone.raised();
-    let kill = outbox.kill.notified();
+    let kill = outbox.give_up.raised();
     tokio::pin!(shutdown, stop, kill);
     let end = loop {
         if outbox.killed() {
