@@ -12,7 +12,7 @@ use crate::filter::Filter;
 use crate::protocol::ChangeKind;
 
 /// The frame a subscription gets for one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Slot {
     Created,
     Updated,

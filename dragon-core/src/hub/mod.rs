@@ -7,6 +7,7 @@
 //! stream at an exact position (see [`Hub::subscribe`]).
 
 mod coalesce;
+mod dispatch;
 mod frame;
 mod outbox;
 mod route;
@@ -25,7 +26,7 @@ use crate::filter::Filter;
 use crate::metrics::Metrics;
 use crate::presence::Registry;
 
-use frame::{Prepared, Slot, classify};
+use frame::{Prepared, classify};
 pub(crate) use frame::{resync_frame, revoked_frame};
 pub use outbox::{Budget, Outbound, Outbox, SLOW_CONSUMER_GRACE};
 use route::RouteState;
@@ -42,16 +43,11 @@ pub(crate) fn test_budget() -> Budget {
 
 /// The most dispatch workers a hub starts (one per core up to this).
 const MAX_WORKERS: usize = 16;
+/// The most messages dispatched together.
+const RUN: usize = 1024;
 
 /// A subscription's hub-wide key.
 pub type SubKey = u64;
-
-/// One connection's share of a message: a frame kind and the subscriptions it names.
-struct Hit {
-    outbox: Arc<Outbox>,
-    slot: Slot,
-    ids: Vec<Arc<str>>,
-}
 
 /// Where a new subscription joins its route's stream.
 #[derive(Debug, Clone, Copy)]
@@ -164,29 +160,54 @@ impl Hub {
         let weak = Arc::downgrade(&hub);
         // Control messages are handled here; the others go to every worker (one worker
         // dispatches in this task itself, without a hop).
-        let mut workers: Vec<tokio::sync::mpsc::UnboundedSender<Envelope>> = Vec::new();
+        let mut workers: Vec<tokio::sync::mpsc::UnboundedSender<Arc<[Envelope]>>> = Vec::new();
         for shard in 1..hub.shards.len() {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<[Envelope]>>();
             workers.push(tx);
             let weak = weak.clone();
             tokio::spawn(async move {
-                while let Some(env) = rx.recv().await {
+                while let Some(run) = rx.recv().await {
                     let Some(hub) = weak.upgrade() else { break };
-                    hub.dispatch_in(shard, &env);
+                    hub.dispatch_all(shard, &run);
                 }
             });
         }
         tokio::spawn(async move {
-            while let Some(env) = messages.recv().await {
+            // What arrived while the last messages were dispatched is taken at once: runs
+            // of one route are fanned out together (see `dispatch.rs`).
+            let mut ready: Vec<Envelope> = Vec::with_capacity(RUN);
+            while messages.recv_many(&mut ready, RUN).await > 0 {
+                // One turn for the tasks that are ready (publishers among them) first: what
+                // they publish joins this run.
+                tokio::task::yield_now().await;
+                while ready.len() < RUN {
+                    match messages.try_recv() {
+                        Ok(env) => ready.push(env),
+                        Err(_) => break,
+                    }
+                }
                 let Some(hub) = weak.upgrade() else { break };
-                if &*env.route == crate::server::CONTROL_ROUTE {
-                    hub.control(&env);
-                    continue;
+                // Control messages split the runs, each handled in its place.
+                let control = |e: &Envelope| &*e.route == crate::server::CONTROL_ROUTE;
+                for part in ready.split_inclusive(control) {
+                    let (run, ctl) = match part.split_last() {
+                        Some((last, run)) if control(last) => (run, Some(last)),
+                        _ => (part, None),
+                    };
+                    if !run.is_empty() {
+                        if !workers.is_empty() {
+                            let shared: Arc<[Envelope]> = run.into();
+                            for worker in &workers {
+                                let _ = worker.send(shared.clone());
+                            }
+                        }
+                        hub.dispatch_all(0, run);
+                    }
+                    if let Some(env) = ctl {
+                        hub.control(env);
+                    }
                 }
-                for worker in &workers {
-                    let _ = worker.send(env.clone());
-                }
-                hub.dispatch_in(0, &env);
+                ready.clear();
             }
         });
         hub
@@ -321,120 +342,6 @@ impl Hub {
             }
             Message::Custom { event, data, .. } if event == "send" => self.send_to(data),
             _ => {}
-        }
-    }
-
-    /// Matches one message against shard `shard`'s subscriptions and queues its frames.
-    fn dispatch_in(&self, shard: usize, env: &Envelope) {
-        let state = self.shards[shard].route(&env.route);
-        let mut st = state.lock().expect("route lock");
-        if let Message::Gap = *env.message {
-            return self.resync_all(&mut st, env);
-        }
-        st.position = Some(env.position);
-        if let Message::Change {
-            version: Some(v), ..
-        } = *env.message
-        {
-            st.version.send_if_modified(|seen| {
-                let newer = v > *seen;
-                if newer {
-                    *seen = v;
-                }
-                newer
-            });
-        }
-        if let Some(id) = env.message.id()
-            && !st.recent.insert(id)
-        {
-            tracing::debug!(route = %env.route, %id, "a message published twice is delivered once");
-            return;
-        }
-        let mut prepared = Prepared::new(env);
-        let except = match &*env.message {
-            Message::Custom { except, .. } => except.clone(),
-            _ => None,
-        };
-        let (mut delivered, mut held) = (0, 0);
-        // Connections with several subscriptions here get one frame naming all of theirs.
-        let mut merged: Vec<Hit> = Vec::new();
-        let mut seen: HashMap<(u64, Slot), usize> = HashMap::new();
-        for gid in st.candidates(&env.message) {
-            let Some(group) = st.group_mut(gid) else {
-                continue;
-            };
-            // Matched once for every subscription with this filter.
-            let slot = classify(&group.filter, &env.message).filter(|s| prepared.worth_sending(*s));
-            if slot.is_none() && group.joining == 0 {
-                continue;
-            }
-            for sub in &mut group.members {
-                if let Some(joining) = &mut sub.joining {
-                    joining.push(env.clone());
-                    continue;
-                }
-                let Some(slot) = slot else { continue };
-                if except.is_some() && sub.outbox.conn() == except.as_ref() {
-                    continue;
-                }
-                if sub.shared_conn {
-                    match seen.entry((sub.outbox.id(), slot)) {
-                        std::collections::hash_map::Entry::Occupied(e) => {
-                            merged[*e.get()].ids.push(sub.id.clone())
-                        }
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(merged.len());
-                            merged.push(Hit {
-                                outbox: sub.outbox.clone(),
-                                slot,
-                                ids: vec![sub.id.clone()],
-                            });
-                        }
-                    }
-                    continue;
-                }
-                let ids = std::slice::from_ref(&sub.id);
-                let frame = prepared.frame(slot, ids);
-                if sub.outbox.send_event(frame, env, slot, ids) {
-                    delivered += 1;
-                } else {
-                    held += 1;
-                }
-            }
-        }
-        for mut hit in merged {
-            hit.ids.sort_unstable();
-            let frame = prepared.frame(hit.slot, &hit.ids);
-            if hit.outbox.send_event(frame, env, hit.slot, &hit.ids) {
-                delivered += 1;
-            } else {
-                held += 1;
-            }
-        }
-        drop(st);
-        if held > 0 {
-            self.metrics.backlogged(held);
-        }
-        self.metrics.delivered(delivered, env.published_ms);
-    }
-
-    /// Tells every live subscription of the route to reload (one frame per connection).
-    fn resync_all(&self, st: &mut RouteState, env: &Envelope) {
-        let mut per_conn: HashMap<u64, (Arc<Outbox>, Vec<Arc<str>>)> = HashMap::new();
-        for sub in st.subs_mut() {
-            if let Some(joining) = &mut sub.joining {
-                joining.push(env.clone());
-                continue;
-            }
-            per_conn
-                .entry(sub.outbox.id())
-                .or_insert_with(|| (sub.outbox.clone(), Vec::new()))
-                .1
-                .push(sub.id.clone());
-        }
-        for (_, (outbox, mut ids)) in per_conn {
-            ids.sort_unstable();
-            outbox.send(Outbound::Text(frame::resync_frame(&env.route, &ids)));
         }
     }
 

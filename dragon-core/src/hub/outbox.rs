@@ -32,6 +32,32 @@ pub enum Outbound {
     /// Boxed, so a queue slot is no larger than a text frame's (every connection's queue
     /// allocates a block of slots up front).
     Close(Box<(crate::protocol::CloseCode, String)>),
+    /// Event frames sent together, shared with other connections (see [`Frames`]).
+    Batch(Arc<Frames>),
+}
+
+/// Event text frames queued as one item: a run of messages that one subscription matched,
+/// built once and shared by every connection whose subscription has the same id and
+/// filter. Counted against the budget frame by frame.
+#[derive(Debug)]
+pub(crate) struct Frames {
+    frames: Vec<Utf8Bytes>,
+    bytes: usize,
+}
+
+impl Frames {
+    pub(crate) fn new(frames: Vec<Utf8Bytes>) -> Frames {
+        let bytes = frames.iter().map(|f| f.len()).sum();
+        Frames { frames, bytes }
+    }
+
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, Utf8Bytes> {
+        self.frames.iter()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.frames.len()
+    }
 }
 
 impl Outbound {
@@ -59,12 +85,31 @@ impl Backlog {
 }
 
 impl Outbound {
-    /// What the frame counts against the byte budget.
+    /// What the item counts against the byte budget.
     fn cost(&self) -> usize {
         match self {
             Outbound::Text(t) => t.len(),
             Outbound::Ping => 2,
             Outbound::Close(close) => 4 + close.1.len(),
+            Outbound::Batch(frames) => frames.bytes,
+        }
+    }
+
+    /// How many frames the item is.
+    fn count(&self) -> usize {
+        match self {
+            Outbound::Batch(frames) => frames.len(),
+            _ => 1,
+        }
+    }
+
+    /// Its text frames, in order (tests read queues with it).
+    #[cfg(test)]
+    pub(crate) fn texts(&self) -> Vec<Utf8Bytes> {
+        match self {
+            Outbound::Text(t) => vec![t.clone()],
+            Outbound::Batch(frames) => frames.frames.clone(),
+            _ => Vec::new(),
         }
     }
 }
@@ -177,11 +222,11 @@ impl Outbox {
 
     /// Queues a reply or control frame, whatever the queue length.
     pub fn send(&self, frame: Outbound) {
-        let cost = frame.cost();
-        self.queued.fetch_add(1, Ordering::Relaxed);
+        let (count, cost) = (frame.count(), frame.cost());
+        self.queued.fetch_add(count, Ordering::Relaxed);
         self.bytes.fetch_add(cost, Ordering::Relaxed);
         if self.tx.send(frame).is_err() {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.queued.fetch_sub(count, Ordering::Relaxed);
             self.bytes.fetch_sub(cost, Ordering::Relaxed);
         }
     }
@@ -257,10 +302,22 @@ impl Outbox {
         false
     }
 
-    /// Called by the writer for each frame it took from the queue (`cost`: its
-    /// [`Outbound::cost`]).
+    /// Queues a batch of event frames as one item if nothing is owed and the whole batch
+    /// fits the budget; false otherwise (each frame must then go through
+    /// [`Outbox::send_event`], which queues or merges it as it would have alone).
+    pub(crate) fn send_frames(&self, frames: &Arc<Frames>) -> bool {
+        let fits = self.queued.load(Ordering::Relaxed) + frames.len() <= self.budget.frames
+            && self.bytes.load(Ordering::Relaxed) + frames.bytes <= self.budget.bytes;
+        if !fits || self.backlogged.load(Ordering::Acquire) {
+            return false;
+        }
+        self.send(Outbound::Batch(frames.clone()));
+        true
+    }
+
+    /// Called by the writer for each item it took from the queue.
     pub fn sent(&self, frame: &Outbound) {
-        let frames = self.queued.fetch_sub(1, Ordering::Relaxed);
+        let frames = self.queued.fetch_sub(frame.count(), Ordering::Relaxed);
         let cost = frame.cost();
         let bytes = self.bytes.fetch_sub(cost, Ordering::Relaxed);
         // Only the frame that brings the queue back within budget wakes a waiting reader:

@@ -86,6 +86,10 @@ pub(super) struct RouteState {
     conns: HashMap<u64, Vec<SubKey>>,
     index: Index,
     scan: HashSet<GroupId>,
+    /// One `Arc` per subscription id in use here, with how many subscriptions have it
+    /// (most connections' first subscription is `s1`): frames for an id are then found by
+    /// pointer, not by comparing strings.
+    ids: HashMap<Arc<str>, usize>,
 }
 
 impl RouteState {
@@ -97,6 +101,11 @@ impl RouteState {
         id: Arc<str>,
         filter: Filter,
     ) {
+        let id = match self.ids.get_key_value(&id) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::from(&*id),
+        };
+        *self.ids.entry(id.clone()).or_default() += 1;
         let name = format!("{filter:?}");
         let gid = match self.by_filter.get(&name) {
             Some(gid) => *gid,
@@ -169,6 +178,12 @@ impl RouteState {
         }
         if sub.joining.is_some() {
             group.joining -= 1;
+        }
+        if let Some(n) = self.ids.get_mut(&sub.id) {
+            *n -= 1;
+            if *n == 0 {
+                self.ids.remove(&sub.id);
+            }
         }
         if group.members.is_empty() {
             let group = self.groups.remove(&gid).expect("group");
@@ -286,6 +301,11 @@ impl RouteState {
         self.index
             .get(field)
             .map_or(0, |(_, by_value)| by_value.len())
+    }
+
+    #[cfg(test)]
+    pub(super) fn interned_ids(&self) -> usize {
+        self.ids.len()
     }
 
     #[cfg(test)]

@@ -100,11 +100,13 @@ fn subscriptions_with_one_filter_share_a_group() {
     assert_eq!(st.group_count(), 2);
     assert_eq!(st.len(), 101);
     assert_eq!(st.candidates(&change(None, Some(3))).len(), 1);
+    assert_eq!(st.interned_ids(), 2, "s1 and s2");
     for key in 0..100 {
         assert!(st.remove(key));
     }
     assert!(st.remove(1000));
     assert_eq!((st.group_count(), st.len()), (0, 0));
+    assert_eq!(st.interned_ids(), 0);
     assert_eq!(st.indexed_values("list_id"), 0);
 }
 
@@ -211,11 +213,13 @@ async fn a_message_published_twice_is_delivered_once() {
         .await
         .unwrap();
     let mut events = Vec::new();
-    while let Ok(Some(Outbound::Text(t))) =
+    while let Ok(Some(item)) =
         tokio::time::timeout(std::time::Duration::from_millis(200), rx.recv()).await
     {
-        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-        events.push(v["event"].as_str().unwrap().to_owned());
+        for t in item.texts() {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            events.push(v["event"].as_str().unwrap().to_owned());
+        }
     }
     assert_eq!(events, ["created", "ping"]);
     // A subscriber replaying the history gets it once too.
@@ -278,14 +282,161 @@ async fn every_worker_delivers_every_message_in_order() {
     }
     for (_, rx) in &mut receivers {
         let _ = rx.recv().await; // the reply
-        for i in 0..50 {
-            let Some(Outbound::Text(t)) = rx.recv().await else {
-                panic!("closed")
-            };
+        let mut texts = Vec::new();
+        while texts.len() < 50 {
+            texts.extend(rx.recv().await.expect("open").texts());
+        }
+        for (i, t) in texts.iter().enumerate() {
             let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
             assert_eq!(v["data"]["id"], json!(i));
         }
     }
+}
+
+/// Every frame queued so far, batches flattened.
+fn drain(outbox: &Outbox, rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outbound>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(item) = rx.try_recv() {
+        out.extend(item.texts().iter().map(|t| t.as_str().to_owned()));
+        outbox.sent(&item);
+    }
+    out
+}
+
+/// A route's subscribers: single and multiple subscriptions per connection, shared and
+/// distinct ids, indexed and scanned filters, one joining, one with a tiny budget.
+fn subscribers(hub: &Hub) -> Vec<(Arc<Outbox>, tokio::sync::mpsc::UnboundedReceiver<Outbound>)> {
+    let filters = [
+        json!({"list_id": 1}),
+        json!({"list_id": 2}),
+        json!({"list_id__in": [1, 2]}),
+        json!({"text__contains": "a"}),
+        json!({}),
+    ];
+    let state = hub.shards[0].route("items");
+    let mut st = state.lock().unwrap();
+    let mut conns = Vec::new();
+    let mut key = 0;
+    for conn in 0..30u64 {
+        // Connection 28 has one subscription: its runs overflow the budget.
+        let budget = if conn == 28 {
+            Budget {
+                frames: 3,
+                ..test_budget()
+            }
+        } else {
+            test_budget()
+        };
+        let (outbox, rx) = Outbox::new(conn, budget);
+        let subs = if conn % 6 == 5 { 2 } else { 1 };
+        for n in 0..subs {
+            key += 1;
+            let filter = &filters[(conn as usize + n * 2) % filters.len()];
+            let id = if conn % 4 == 3 {
+                format!("s{}", n + 2)
+            } else {
+                format!("s{}", n + 1)
+            };
+            let filter = Filter::parse(Some(filter), &schema()).unwrap();
+            st.insert(key, outbox.clone(), Arc::from(id), filter);
+            if conn != 7 {
+                st.joined(key);
+            }
+        }
+        conns.push((outbox, rx));
+    }
+    conns
+}
+
+/// Messages of every kind on `items`: creations, moves between lists, edits, deletions,
+/// custom events, one published twice.
+fn burst() -> Vec<Envelope> {
+    let row = |id: i64, list: i64, text: &str| {
+        json!({"id": id, "list_id": list, "text": text})
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    let mut messages = Vec::new();
+    for i in 0..60i64 {
+        let (list, text) = (i % 3, ["a", "b", "ab"][(i % 5 % 3) as usize]);
+        messages.push(match i % 4 {
+            0 => Message::created(row(i, list, text)),
+            1 => Message::updated(row(i, list, text), row(i, (list + 1) % 3, "a")),
+            2 => Message::deleted(row(i, list, text)),
+            _ => Message::Custom {
+                event: "ping".into(),
+                data: json!({"list_id": list, "text": text}),
+                id: Some(Arc::from(format!("c{i}"))),
+                except: None,
+            },
+        });
+    }
+    messages.insert(10, messages[9].clone());
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| Envelope {
+            route: Arc::from("items"),
+            position: Position(1, i as u64 + 1),
+            message: Arc::new(m),
+            published_ms: 0,
+        })
+        .collect()
+}
+
+/// A run dispatched at once gives every connection the frames, in the order, that the
+/// messages dispatched one by one give: one frame per message naming all of a
+/// connection's matching subscriptions, slow consumers' backlogs alike.
+#[tokio::test]
+async fn a_run_dispatched_at_once_equals_one_message_at_a_time() {
+    let (one, run) = (
+        Hub::with_workers(Arc::new(MemoryBroker::new()), 1),
+        Hub::with_workers(Arc::new(MemoryBroker::new()), 1),
+    );
+    let (mut by_one, mut by_run) = (subscribers(&one), subscribers(&run));
+    let envs = burst();
+    for env in &envs {
+        one.dispatch_in(0, env);
+    }
+    run.dispatch_all(0, &envs);
+    let mut batched = 0;
+    for ((a, rx_a), (b, rx_b)) in by_one.iter_mut().zip(by_run.iter_mut()) {
+        let items: Vec<Outbound> = std::iter::from_fn(|| rx_b.try_recv().ok()).collect();
+        items.iter().for_each(|i| b.sent(i));
+        batched += items
+            .iter()
+            .filter(|i| matches!(i, Outbound::Batch(_)))
+            .count();
+        let b_frames: Vec<String> = items
+            .iter()
+            .flat_map(|i| i.texts())
+            .map(|t| t.as_str().to_owned())
+            .collect();
+        let a_frames = drain(a, rx_a);
+        assert_eq!(a_frames, b_frames, "connection {}", a.id());
+        let owed = a.take_owed();
+        assert_eq!(owed, b.take_owed(), "backlog of connection {}", a.id());
+        assert_eq!(
+            !owed.is_empty(),
+            a.id() == 28,
+            "only connection 28 falls behind"
+        );
+    }
+    assert!(batched > 10, "runs are queued as batches ({batched})");
+    // The joining subscription buffered the same messages.
+    let key = (0..7).map(|c| if c % 6 == 5 { 2 } else { 1 }).sum::<u64>() + 1;
+    let [a, b] = [&one, &run].map(|h| {
+        let state = h.shards[0].route("items");
+        let mut st = state.lock().unwrap();
+        let buffered = st.take_buffer(key).unwrap();
+        buffered
+            .iter()
+            .map(|e| e.position)
+            .collect::<Vec<Position>>()
+    });
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
 }
 
 /// A reader waiting for room is woken when the writer brings the queue back within budget,

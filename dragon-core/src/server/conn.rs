@@ -384,6 +384,18 @@ async fn write_batch(
                 sink.flush().await.map_err(|_| ())?;
                 return Ok(Some(WriterEnd::Close(code, reason)));
             }
+            Outbound::Batch(frames) => {
+                for frame in frames.iter() {
+                    sink.feed(WsMessage::Text(frame.clone()))
+                        .await
+                        .map_err(|_| ())?;
+                }
+                written += frames.len();
+                if written < BATCH {
+                    next = rx.try_recv().ok();
+                }
+                continue;
+            }
         };
         sink.feed(message).await.map_err(|_| ())?;
         written += 1;
