@@ -138,6 +138,13 @@ fn runtime(pinned: bool) -> tokio::runtime::Runtime {
 
 fn main() {
     let args = Args::parse();
+    // Dragon's warnings on stderr, for every benchmark (`RUST_LOG` to see more).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     if args.presence.wanted() {
         raise_fd_limit(args.presence.connections() as u64 + 1024);
         presence::main(&args.presence);
@@ -164,12 +171,6 @@ fn main() {
         ));
         return;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
     let settings = settings(&args);
     // The server side holds at most the paced scenario's clients, or the idle ones.
     raise_fd_limit(10_000.max(settings.idle_connections) as u64 + 1024);

@@ -100,12 +100,6 @@ struct Outcome {
 }
 
 pub fn main(opts: &Options) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(run(opts));

@@ -23,40 +23,28 @@ struct Hit {
     ids: Vec<Arc<str>>,
 }
 
-/// Whether a message can join a run: not a gap (which resets every subscription) and not
-/// a custom event that skips one connection.
-fn batchable(env: &Envelope) -> bool {
-    match &*env.message {
-        Message::Gap => false,
-        Message::Custom { except, .. } => except.is_none(),
-        Message::Change { .. } => true,
-    }
+fn is_gap(env: &Envelope) -> bool {
+    matches!(*env.message, Message::Gap)
 }
 
 impl Hub {
     /// Dispatches messages in the broker's order, in shard `shard`: consecutive messages
-    /// of one route as a run, the others one by one.
+    /// of one route as a run; a gap on its own.
     pub(super) fn dispatch_all(&self, shard: usize, envs: &[Envelope]) {
-        let mut rest = envs;
-        while let Some(first) = rest.first() {
-            let len = if batchable(first) {
-                rest.iter()
-                    .take_while(|e| e.route == first.route && batchable(e))
-                    .count()
-            } else {
-                1
-            };
-            let (run, tail) = rest.split_at(len);
+        let same_run = |a: &Envelope, b: &Envelope| a.route == b.route && !is_gap(a) && !is_gap(b);
+        for run in envs.chunk_by(same_run) {
             match run {
-                [one] => self.dispatch_in(shard, one),
+                [gap] if is_gap(gap) => {
+                    let state = self.shards[shard].route(&gap.route);
+                    self.resync_all(&mut state.lock().expect("route lock"), gap);
+                }
                 run => self.dispatch_run(shard, run),
             }
-            rest = tail;
         }
     }
 
-    /// Matches a run of messages of one route (no gaps, no `except`) against shard
-    /// `shard`'s subscriptions, group by group, and queues each connection's frames.
+    /// Matches a run of messages of one route (no gaps) against shard `shard`'s
+    /// subscriptions, group by group, and queues each connection's frames.
     fn dispatch_run(&self, shard: usize, envs: &[Envelope]) {
         let state = self.shards[shard].route(&envs[0].route);
         let mut st = state.lock().expect("route lock");
@@ -72,6 +60,15 @@ impl Hub {
             live.push(env);
         }
         let mut prepared: Vec<Prepared> = live.iter().map(|e| Prepared::new(e)).collect();
+        // Custom events that skip one connection (its own).
+        let except: Vec<Option<&Arc<str>>> = live
+            .iter()
+            .map(|e| match &*e.message {
+                Message::Custom { except, .. } => except.as_ref(),
+                _ => None,
+            })
+            .collect();
+        let excepting = except.iter().any(Option::is_some);
         // Which messages may concern each group, in order.
         let mut concerns: HashMap<GroupId, Vec<usize>> = HashMap::new();
         for (i, env) in live.iter().enumerate() {
@@ -81,7 +78,7 @@ impl Hub {
         }
         let mut delivered = vec![0usize; live.len()];
         let mut held = 0;
-        // Connections with several subscriptions here: one frame per message naming all.
+        // Frames sent one by one, after the batches (different connections).
         let mut hits: Vec<(usize, Hit)> = Vec::new();
         let mut seen: HashMap<(u64, usize, Slot), usize> = HashMap::new();
         for (gid, idxs) in concerns {
@@ -108,8 +105,11 @@ impl Hub {
                 if items.is_empty() {
                     continue;
                 }
-                if sub.shared_conn {
-                    for &(i, slot) in &items {
+                let skips = |i: usize| except[i].is_some_and(|c| sub.outbox.conn() == Some(c));
+                // Frame by frame: connections with several subscriptions here (one frame per
+                // message naming all of theirs), and those a message skips.
+                if sub.shared_conn || excepting && items.iter().any(|&(i, _)| skips(i)) {
+                    for &(i, slot) in items.iter().filter(|&&(i, _)| !skips(i)) {
                         match seen.entry((sub.outbox.id(), i, slot)) {
                             std::collections::hash_map::Entry::Occupied(e) => {
                                 hits[*e.get()].1.ids.push(sub.id.clone())
@@ -170,7 +170,8 @@ impl Hub {
                 }
             }
         }
-        // Per connection in message order, then as `dispatch_in` orders them.
+        // Per connection in message order; a connection's frames for one message in one
+        // order, whichever group came first.
         hits.sort_by_key(|(i, h)| (*i, h.outbox.id(), h.slot));
         for (i, mut hit) in hits {
             hit.ids.sort_unstable();
@@ -193,91 +194,6 @@ impl Hub {
         for (env, n) in live.iter().zip(delivered) {
             self.metrics.delivered(n as u64, env.published_ms);
         }
-    }
-
-    /// Matches one message against shard `shard`'s subscriptions and queues its frames.
-    pub(super) fn dispatch_in(&self, shard: usize, env: &Envelope) {
-        let state = self.shards[shard].route(&env.route);
-        let mut st = state.lock().expect("route lock");
-        if let Message::Gap = *env.message {
-            return self.resync_all(&mut st, env);
-        }
-        st.position = Some(env.position);
-        if let Some(id) = env.message.id()
-            && !st.recent.insert(id)
-        {
-            tracing::debug!(route = %env.route, %id, "a message published twice is delivered once");
-            return;
-        }
-        let mut prepared = Prepared::new(env);
-        let except = match &*env.message {
-            Message::Custom { except, .. } => except.clone(),
-            _ => None,
-        };
-        let (mut delivered, mut held) = (0, 0);
-        // Connections with several subscriptions here get one frame naming all of theirs.
-        let mut merged: Vec<Hit> = Vec::new();
-        let mut seen: HashMap<(u64, Slot), usize> = HashMap::new();
-        for gid in st.candidates(&env.message) {
-            let Some(group) = st.group_mut(gid) else {
-                continue;
-            };
-            // Matched once for every subscription with this filter.
-            let slot = classify(&group.filter, &env.message).filter(|s| prepared.worth_sending(*s));
-            if slot.is_none() && group.joining == 0 {
-                continue;
-            }
-            for sub in &mut group.members {
-                if let Some(joining) = &mut sub.joining {
-                    joining.push(env.clone());
-                    continue;
-                }
-                let Some(slot) = slot else { continue };
-                if except.is_some() && sub.outbox.conn() == except.as_ref() {
-                    continue;
-                }
-                if sub.shared_conn {
-                    match seen.entry((sub.outbox.id(), slot)) {
-                        std::collections::hash_map::Entry::Occupied(e) => {
-                            merged[*e.get()].ids.push(sub.id.clone())
-                        }
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(merged.len());
-                            merged.push(Hit {
-                                outbox: sub.outbox.clone(),
-                                slot,
-                                ids: vec![sub.id.clone()],
-                            });
-                        }
-                    }
-                    continue;
-                }
-                let ids = std::slice::from_ref(&sub.id);
-                let frame = prepared.frame(slot, ids);
-                if sub.outbox.send_event(frame, env, slot, ids) {
-                    delivered += 1;
-                } else {
-                    held += 1;
-                }
-            }
-        }
-        // A connection's frames for one message in one order, whichever group came first.
-        merged.sort_by_key(|h| (h.outbox.id(), h.slot));
-        for mut hit in merged {
-            hit.ids.sort_unstable();
-            let frame = prepared.frame(hit.slot, &hit.ids);
-            if hit.outbox.send_event(frame, env, hit.slot, &hit.ids) {
-                delivered += 1;
-            } else {
-                held += 1;
-            }
-        }
-        bump_version(&mut st, env);
-        drop(st);
-        if held > 0 {
-            self.metrics.backlogged(held);
-        }
-        self.metrics.delivered(delivered, env.published_ms);
     }
 
     /// Tells every live subscription of the route to reload (one frame per connection).

@@ -34,6 +34,30 @@ fn change(old_list: Option<i64>, new_list: Option<i64>) -> Message {
     }
 }
 
+/// Subscribes `outbox` to `items` as `id` with `filter` from `start` (the reply: `reply`).
+async fn subscribe(
+    hub: &Hub,
+    outbox: &Arc<Outbox>,
+    id: &str,
+    filter: Filter,
+    start: Start,
+) -> Joined {
+    let key = hub.next_key();
+    let reply = |_: &Joined| "reply".into();
+    hub.subscribe(
+        outbox,
+        key,
+        "items",
+        Arc::from(id),
+        filter,
+        start,
+        1000,
+        reply,
+    )
+    .await
+    .unwrap()
+}
+
 /// Publishes a created item of list 3 on `items`.
 async fn publish_item(hub: &Hub) {
     let row = json!({"id": 1, "list_id": 3, "text": "x"});
@@ -116,19 +140,7 @@ async fn an_unknown_future_position_is_not_a_join_point() {
     let (outbox, mut rx) = Outbox::new(1, test_budget());
     let head = hub.broker().head("items").await.unwrap();
     let future = Position(head.0 + 1, 7);
-    let joined = hub
-        .subscribe(
-            &outbox,
-            hub.next_key(),
-            "items",
-            Arc::from("s1"),
-            Filter::all(),
-            Start::After(future),
-            1000,
-            |_| "reply".into(),
-        )
-        .await
-        .unwrap();
+    let joined = subscribe(&hub, &outbox, "s1", Filter::all(), Start::After(future)).await;
     assert!(
         !joined.recovered,
         "a position the broker never made is not recoverable"
@@ -152,19 +164,7 @@ async fn one_frame_per_connection_shared_bytes() {
     let (b, mut rx_b) = Outbox::new(2, test_budget());
     for (outbox, id) in [(&a, "s1"), (&a, "s2"), (&b, "s1")] {
         let filter = Filter::parse(Some(&json!({"list_id": 3})), &schema()).unwrap();
-        let key = hub.next_key();
-        hub.subscribe(
-            outbox,
-            key,
-            "items",
-            Arc::from(id),
-            filter,
-            Start::Now,
-            1000,
-            |_| "reply".into(),
-        )
-        .await
-        .unwrap();
+        subscribe(&hub, outbox, id, filter, Start::Now).await;
     }
     let _ = (rx_a.recv().await, rx_a.recv().await, rx_b.recv().await); // replies
     publish_item(&hub).await;
@@ -187,18 +187,7 @@ async fn one_frame_per_connection_shared_bytes() {
 async fn a_message_published_twice_is_delivered_once() {
     let hub = Hub::start(Arc::new(MemoryBroker::new()));
     let (outbox, mut rx) = Outbox::new(1, test_budget());
-    hub.subscribe(
-        &outbox,
-        hub.next_key(),
-        "items",
-        Arc::from("s1"),
-        Filter::all(),
-        Start::Now,
-        1000,
-        |_| "reply".into(),
-    )
-    .await
-    .unwrap();
+    subscribe(&hub, &outbox, "s1", Filter::all(), Start::Now).await;
     let _ = rx.recv().await; // the reply
     let row = json!({"id": 1, "list_id": 3, "text": "x"});
     let message = Message::created(row.as_object().unwrap().clone());
@@ -225,18 +214,7 @@ async fn a_message_published_twice_is_delivered_once() {
     // A subscriber replaying the history gets it once too.
     let (late, mut late_rx) = Outbox::new(2, test_budget());
     let start = Position(hub.broker().head("items").await.unwrap().0, 0);
-    hub.subscribe(
-        &late,
-        hub.next_key(),
-        "items",
-        Arc::from("s1"),
-        Filter::all(),
-        Start::After(start),
-        1000,
-        |_| "reply".into(),
-    )
-    .await
-    .unwrap();
+    subscribe(&hub, &late, "s1", Filter::all(), Start::After(start)).await;
     let mut replayed = Vec::new();
     while let Ok(Some(Outbound::Text(t))) =
         tokio::time::timeout(std::time::Duration::from_millis(200), late_rx.recv()).await
@@ -257,19 +235,7 @@ async fn every_worker_delivers_every_message_in_order() {
     for conn in 1..=7u64 {
         let (outbox, rx) = Outbox::new(conn, test_budget());
         let filter = Filter::parse(Some(&json!({"list_id": 3})), &schema()).unwrap();
-        let key = hub.next_key();
-        hub.subscribe(
-            &outbox,
-            key,
-            "items",
-            Arc::from("s1"),
-            filter,
-            Start::Now,
-            1000,
-            |_| "reply".into(),
-        )
-        .await
-        .unwrap();
+        subscribe(&hub, &outbox, "s1", filter, Start::Now).await;
         receivers.push((outbox, rx));
     }
     assert_eq!(hub.subscription_count(), 7);
@@ -328,6 +294,7 @@ fn subscribers(hub: &Hub) -> Vec<(Arc<Outbox>, tokio::sync::mpsc::UnboundedRecei
             test_budget()
         };
         let (outbox, rx) = Outbox::new(conn, budget);
+        outbox.set_conn(Arc::from(format!("c{conn}")));
         let subs = if conn % 6 == 5 { 2 } else { 1 };
         for n in 0..subs {
             key += 1;
@@ -349,7 +316,7 @@ fn subscribers(hub: &Hub) -> Vec<(Arc<Outbox>, tokio::sync::mpsc::UnboundedRecei
 }
 
 /// Messages of every kind on `items`: creations, moves between lists, edits, deletions,
-/// custom events, one published twice.
+/// custom events (two skipping a connection), one published twice.
 fn burst() -> Vec<Envelope> {
     let row = |id: i64, list: i64, text: &str| {
         json!({"id": id, "list_id": list, "text": text})
@@ -367,8 +334,13 @@ fn burst() -> Vec<Envelope> {
             _ => Message::Custom {
                 event: "ping".into(),
                 data: json!({"list_id": list, "text": text}),
-                id: Some(Arc::from(format!("c{i}"))),
-                except: None,
+                id: Some(Arc::from(format!("m{i}"))),
+                // Two skip a connection: one with one subscription, one with two.
+                except: match i {
+                    3 => Some(Arc::from("c4")),
+                    7 => Some(Arc::from("c5")),
+                    _ => None,
+                },
             },
         });
     }
@@ -397,7 +369,7 @@ async fn a_run_dispatched_at_once_equals_one_message_at_a_time() {
     let (mut by_one, mut by_run) = (subscribers(&one), subscribers(&run));
     let envs = burst();
     for env in &envs {
-        one.dispatch_in(0, env);
+        one.dispatch_all(0, std::slice::from_ref(env));
     }
     run.dispatch_all(0, &envs);
     let mut batched = 0;

@@ -376,13 +376,16 @@ async fn write_batch(
     let mut written = 0;
     while let Some(frame) = next.take() {
         outbox.sent(&frame);
-        let message = match frame {
-            Outbound::Text(t) => WsMessage::Text(t),
-            Outbound::Ping => WsMessage::Ping(Default::default()),
-            Outbound::Close(closing) => {
-                let (code, reason) = *closing;
-                sink.flush().await.map_err(|_| ())?;
-                return Ok(Some(WriterEnd::Close(code, reason)));
+        match frame {
+            Outbound::Text(t) => {
+                sink.feed(WsMessage::Text(t)).await.map_err(|_| ())?;
+                written += 1;
+            }
+            Outbound::Ping => {
+                sink.feed(WsMessage::Ping(Default::default()))
+                    .await
+                    .map_err(|_| ())?;
+                written += 1;
             }
             Outbound::Batch(frames) => {
                 for frame in frames.iter() {
@@ -391,14 +394,13 @@ async fn write_batch(
                         .map_err(|_| ())?;
                 }
                 written += frames.len();
-                if written < BATCH {
-                    next = rx.try_recv().ok();
-                }
-                continue;
             }
-        };
-        sink.feed(message).await.map_err(|_| ())?;
-        written += 1;
+            Outbound::Close(closing) => {
+                let (code, reason) = *closing;
+                sink.flush().await.map_err(|_| ())?;
+                return Ok(Some(WriterEnd::Close(code, reason)));
+            }
+        }
         if written < BATCH {
             next = rx.try_recv().ok();
         }
