@@ -35,8 +35,13 @@ pub async fn connect_with(
             "?mode=rwc"
         });
     }
+    let sqlite = url.starts_with("sqlite:");
     let mut opts = ConnectOptions::new(url);
     opts.sqlx_logging(false);
+    if sqlite {
+        // A file connection does not go stale: no ping round trip on every checkout.
+        opts.test_before_acquire(false);
+    }
     opts.map_sqlx_sqlite_pool_opts(|pool| {
         pool.after_connect(|conn, _meta| {
             Box::pin(async move { register_sqlite_functions(conn).await })

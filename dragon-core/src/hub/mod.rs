@@ -28,7 +28,8 @@ use crate::presence::Registry;
 
 use frame::{Prepared, classify};
 pub(crate) use frame::{resync_frame, revoked_frame};
-pub use outbox::{Budget, Outbound, Outbox, SLOW_CONSUMER_GRACE};
+pub(crate) use outbox::Stop;
+pub use outbox::{Budget, Outbound, Outbox, Receiver, SLOW_CONSUMER_GRACE};
 use route::RouteState;
 
 /// A small budget for unit tests.

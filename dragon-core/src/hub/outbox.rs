@@ -10,14 +10,16 @@
 //! sends what is owed, so nothing is dropped silently. A connection behind for longer than
 //! the grace is closed with 4008.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::{Notify, mpsc};
+use futures_util::task::AtomicWaker;
+use tokio::sync::Notify;
 
 use super::coalesce::Coalesced;
 use super::frame::{Slot, resync_frame};
@@ -29,8 +31,7 @@ pub enum Outbound {
     Text(Utf8Bytes),
     /// A WebSocket ping (the server checks that the peer is still there).
     Ping,
-    /// Boxed, so a queue slot is no larger than a text frame's (every connection's queue
-    /// allocates a block of slots up front).
+    /// Boxed, so a queue slot is no larger than a text frame's.
     Close(Box<(crate::protocol::CloseCode, String)>),
     /// Event frames sent together, shared with other connections (see [`Frames`]).
     Batch(Arc<Frames>),
@@ -166,7 +167,11 @@ impl Budget {
 
 pub struct Outbox {
     id: u64,
-    tx: mpsc::UnboundedSender<Outbound>,
+    /// What waits for the writer. Unallocated while empty: an idle connection holds no
+    /// queue memory (a channel would keep a block of slots for its whole life).
+    queue: Mutex<Queue>,
+    /// The writer, when it waits for the queue.
+    ready: AtomicWaker,
     queued: AtomicUsize,
     bytes: AtomicUsize,
     budget: Budget,
@@ -175,10 +180,9 @@ pub struct Outbox {
     /// Set while anything is owed: new events then join the backlog, to keep their order.
     backlogged: AtomicBool,
     backlog: Mutex<Backlog>,
-    /// Raised to make the writer give up on a consumer that cannot be helped.
-    pub(crate) give_up: Flag,
-    /// Raised by the reader when the socket is unusable (the writer stops without a close).
-    pub(crate) socket_gone: Flag,
+    /// Why the writer must stop ([`Stop`] bits): plain bits that wake the writer through
+    /// `ready`, so a waiting writer holds no future per reason.
+    stop: AtomicU8,
     /// Raised when the writer has ended (the reader stops too).
     pub(crate) writer_ended: Flag,
     /// The connection's id, once it has one.
@@ -196,24 +200,28 @@ impl Outbox {
         self.conn.get()
     }
 
-    /// An outbox with `budget`.
-    pub fn new(id: u64, budget: Budget) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// An outbox with `budget`, and its writer's end.
+    pub fn new(id: u64, budget: Budget) -> (Arc<Self>, Receiver) {
         let outbox = Outbox {
             id,
-            tx,
+            queue: Mutex::default(),
+            ready: AtomicWaker::new(),
             queued: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             budget,
             drained: Notify::new(),
             backlogged: AtomicBool::new(false),
             backlog: Mutex::new(Backlog::default()),
-            give_up: Flag::default(),
-            socket_gone: Flag::default(),
+            stop: AtomicU8::new(0),
             writer_ended: Flag::default(),
             conn: std::sync::OnceLock::new(),
         };
-        (Arc::new(outbox), rx)
+        let outbox = Arc::new(outbox);
+        let rx = Receiver {
+            outbox: outbox.clone(),
+            taken: VecDeque::new(),
+        };
+        (outbox, rx)
     }
 
     pub fn id(&self) -> u64 {
@@ -225,10 +233,20 @@ impl Outbox {
         let (count, cost) = (frame.count(), frame.cost());
         self.queued.fetch_add(count, Ordering::Relaxed);
         self.bytes.fetch_add(cost, Ordering::Relaxed);
-        if self.tx.send(frame).is_err() {
+        let mut queue = self.queue.lock().expect("queue lock");
+        if queue.closed {
+            drop(queue);
             self.queued.fetch_sub(count, Ordering::Relaxed);
             self.bytes.fetch_sub(cost, Ordering::Relaxed);
+            return;
         }
+        if queue.head.is_none() {
+            queue.head = Some(frame);
+        } else {
+            queue.rest.push_back(frame);
+        }
+        drop(queue);
+        self.ready.wake();
     }
 
     /// Whether the queue is over its budget in frames or bytes.
@@ -253,12 +271,40 @@ impl Outbox {
 
     /// Gives up on the connection: the writer closes it with 4008.
     pub fn kill(&self) {
-        self.give_up.raise();
+        self.raise(Stop::Killed);
     }
 
     /// Whether [`Outbox::kill`] was called.
     pub fn killed(&self) -> bool {
-        self.give_up.is_raised()
+        self.raised(Stop::Killed)
+    }
+
+    /// Tells the writer to stop for `why` (see [`Receiver::next`]).
+    pub(crate) fn raise(&self, why: Stop) {
+        self.stop.fetch_or(why as u8, Ordering::AcqRel);
+        self.ready.wake();
+    }
+
+    /// Whether `why` was raised.
+    pub(crate) fn raised(&self, why: Stop) -> bool {
+        self.stop.load(Ordering::Acquire) & why as u8 != 0
+    }
+
+    /// Resolves once the connection is killed (the writer waits on it while a write waits
+    /// for the socket).
+    pub(crate) async fn until_killed(&self) {
+        std::future::poll_fn(|cx| {
+            if self.killed() {
+                return Poll::Ready(());
+            }
+            self.ready.register(cx.waker());
+            if self.killed() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// How long the connection may stay behind.
@@ -342,5 +388,170 @@ impl Outbox {
         backlog.since = None;
         self.backlogged.store(false, Ordering::Release);
         frames
+    }
+}
+
+/// Why a writer stops, besides its socket failing under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Stop {
+    /// Given up on (a slow consumer, or over its budget for the grace): close with 4008.
+    Killed = 1,
+    /// The server shuts down: close with 1001 once the queue is written.
+    GoingAway = 2,
+    /// The reader found the socket unusable: stop without a close frame.
+    SocketGone = 4,
+}
+
+/// The queue behind an [`Outbox`]. The first item waits inline: a connection that is sent
+/// one item at a time (a reply, a run's batch of events) allocates nothing to queue it.
+#[derive(Default)]
+struct Queue {
+    head: Option<Outbound>,
+    /// After `head`, in order.
+    rest: VecDeque<Outbound>,
+    /// The writer is gone: nothing more is queued.
+    closed: bool,
+}
+
+/// The writer's end of an [`Outbox`]: takes what was queued, in order. It takes the whole
+/// queue at once (one lock per batch, not per item) and frees the buffer once it is empty.
+pub struct Receiver {
+    outbox: Arc<Outbox>,
+    taken: VecDeque<Outbound>,
+}
+
+impl Receiver {
+    /// The next item, if one is queued.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        if let Some(item) = self.taken.pop_front() {
+            if self.taken.is_empty() {
+                self.taken = VecDeque::new();
+            }
+            return Some(item);
+        }
+        let mut queue = self.outbox.queue.lock().expect("queue lock");
+        let head = queue.head.take()?;
+        std::mem::swap(&mut self.taken, &mut queue.rest);
+        Some(head)
+    }
+
+    /// The next item, or why to stop: a kill comes first, queued items before the rest.
+    pub(crate) async fn next(&mut self) -> Result<Outbound, Stop> {
+        let look = |rx: &mut Self| {
+            let outbox = &rx.outbox;
+            if outbox.killed() {
+                return Some(Err(Stop::Killed));
+            }
+            if let Some(item) = rx.try_recv() {
+                return Some(Ok(item));
+            }
+            [Stop::GoingAway, Stop::SocketGone]
+                .into_iter()
+                .find(|&why| rx.outbox.raised(why))
+                .map(Err)
+        };
+        std::future::poll_fn(|cx| {
+            if let Some(next) = look(self) {
+                return Poll::Ready(next);
+            }
+            self.outbox.ready.register(cx.waker());
+            match look(self) {
+                Some(next) => Poll::Ready(next),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// The next item, once one is queued (tests read queues with it).
+    #[cfg(test)]
+    pub(crate) async fn recv(&mut self) -> Outbound {
+        std::future::poll_fn(|cx| {
+            if let Some(item) = self.try_recv() {
+                return Poll::Ready(item);
+            }
+            self.outbox.ready.register(cx.waker());
+            // Queued between the look and the registration: seen now, not lost.
+            match self.try_recv() {
+                Some(item) => Poll::Ready(item),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut queue = self.outbox.queue.lock().expect("queue lock");
+        queue.closed = true;
+        queue.head = None;
+        queue.rest = VecDeque::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::test_budget;
+
+    fn text(s: &str) -> Outbound {
+        Outbound::Text(s.into())
+    }
+
+    fn texts_of(items: impl IntoIterator<Item = Outbound>) -> Vec<String> {
+        items
+            .into_iter()
+            .flat_map(|o| o.texts())
+            .map(|t| t.as_str().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_queue_keeps_order_across_takes_and_frees_its_buffer_when_drained() {
+        let (outbox, mut rx) = Outbox::new(1, test_budget());
+        for s in ["a", "b", "c"] {
+            outbox.send(text(s));
+        }
+        let first = rx.try_recv().expect("a");
+        // Queued while the writer holds the rest of what it took: after it, in order.
+        outbox.send(text("d"));
+        let rest: Vec<Outbound> = std::iter::from_fn(|| rx.try_recv()).collect();
+        assert_eq!(
+            texts_of([first].into_iter().chain(rest)),
+            ["a", "b", "c", "d"]
+        );
+        // Drained: neither end keeps a buffer for an idle connection.
+        assert_eq!(rx.taken.capacity(), 0);
+        assert_eq!(outbox.queue.lock().unwrap().rest.capacity(), 0);
+        // A waiting writer is woken by a send.
+        let waiting = tokio::spawn(async move { texts_of([rx.recv().await]) });
+        tokio::task::yield_now().await;
+        outbox.send(text("e"));
+        assert_eq!(waiting.await.unwrap(), ["e"]);
+    }
+
+    #[tokio::test]
+    async fn a_kill_comes_before_queued_frames_and_a_shutdown_after_them() {
+        let (outbox, mut rx) = Outbox::new(1, test_budget());
+        outbox.send(text("a"));
+        outbox.raise(Stop::GoingAway);
+        outbox.raise(Stop::SocketGone);
+        assert_eq!(texts_of([rx.next().await.unwrap()]), ["a"]);
+        assert_eq!(rx.next().await.unwrap_err(), Stop::GoingAway);
+        outbox.send(text("b"));
+        outbox.kill();
+        assert_eq!(rx.next().await.unwrap_err(), Stop::Killed);
+        // A writer waiting for frames is woken by a kill.
+        let (outbox, mut rx) = Outbox::new(2, test_budget());
+        let waiting = tokio::spawn(async move { rx.next().await.unwrap_err() });
+        tokio::task::yield_now().await;
+        outbox.kill();
+        assert_eq!(waiting.await.unwrap(), Stop::Killed);
+        // Once the writer is gone, nothing more is queued or counted.
+        outbox.send(text("c"));
+        assert!(outbox.queue.lock().unwrap().head.is_none());
+        assert_eq!(outbox.queued.load(Ordering::Relaxed), 0);
     }
 }

@@ -14,14 +14,14 @@ use futures_util::FutureExt;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::request::parse_request;
 use super::{Dragon, dragon_route};
 use crate::auth::Identity;
 use crate::error::Error;
-use crate::hub::{Budget, Outbound, Outbox};
+use crate::hub::{Budget, Outbound, Outbox, Receiver, Stop};
 use crate::protocol::{CloseCode, Output, PROTOCOL_VERSION, Reply, Request, RequestId, close};
 use crate::publish;
 use crate::router::{Conn, Ctx};
@@ -34,15 +34,17 @@ fn failure(id: Option<RequestId>, err: &Error) -> Outbound {
     reply_frame(&Reply::failure(id, err.to_body()))
 }
 
+/// Serves one upgraded socket until it closes. The socket comes split: a whole one held
+/// here would stay in this future's memory for the life of the connection.
 pub(super) async fn run(
     dragon: Dragon,
-    mut socket: WebSocket,
+    (mut sink, stream): (SplitSink<WebSocket, WsMessage>, SplitStream<WebSocket>),
     identity: Result<Option<Identity>, Error>,
     origin_ok: bool,
     _seat: super::Seat,
 ) {
     let inner = &dragon.inner;
-    let Some(identity) = admit(&dragon, &mut socket, identity, origin_ok).await else {
+    let Some(identity) = admit(&dragon, &mut sink, identity, origin_ok).await else {
         return;
     };
     let expires_at = identity.as_ref().and_then(|i| i.expires_at);
@@ -66,9 +68,8 @@ pub(super) async fn run(
         .to_string();
     outbox.send(Outbound::Text(Utf8Bytes::from(hello)));
 
-    let (sink, stream) = socket.split();
     let shutdown = inner.shutdown.subscribe();
-    let writer = tokio::spawn(write_loop(sink, rx, outbox.clone(), shutdown.clone()));
+    let writer = tokio::spawn(write_loop(sink, rx, outbox.clone()));
     let hook_ctx = || {
         Ctx::new(
             conn.clone(),
@@ -83,6 +84,10 @@ pub(super) async fn run(
     }
     let mut tasks = JoinSet::new();
     let ended = read_loop(&dragon, &conn, stream, shutdown, &mut tasks).await;
+    if ended == Ended::Shutdown {
+        // The writer sends what is queued, then closes with 1001.
+        outbox.raise(Stop::GoingAway);
+    }
     end_requests(&mut tasks, ended).await;
 
     conn.close(&inner.hub);
@@ -91,7 +96,7 @@ pub(super) async fn run(
         hook(hook_ctx()).await;
     }
     // Queued replies go out before the closing frame, unless the socket is gone.
-    if !outbox.socket_gone.is_raised() && !*inner.shutdown.borrow() {
+    if !outbox.raised(Stop::SocketGone) && !*inner.shutdown.borrow() {
         outbox.send(Outbound::close(close::NORMAL, ""));
     }
     let _ = writer.await;
@@ -126,7 +131,7 @@ async fn end_requests(tasks: &mut JoinSet<()>, ended: Ended) {
 /// once the socket was closed with 1008, 1013 or 4001.
 async fn admit(
     dragon: &Dragon,
-    socket: &mut WebSocket,
+    socket: &mut SplitSink<WebSocket, WsMessage>,
     identity: Result<Option<Identity>, Error>,
     origin_ok: bool,
 ) -> Option<Option<Identity>> {
@@ -155,7 +160,7 @@ async fn admit(
 /// Reads frames until the peer closes, the socket fails, the server shuts down, the writer
 /// gives up, or the peer stays silent through two pings (half-open). Reads nothing while
 /// the connection's outbox is over budget (it must read its replies first). Raises the
-/// outbox's `socket_gone` when the socket is unusable. Finished request tasks are reaped as
+/// outbox's [`Stop::SocketGone`] when the socket is unusable. Finished request tasks are reaped as
 /// they end, so an idle connection keeps none.
 async fn read_loop(
     dragon: &Dragon,
@@ -208,7 +213,7 @@ async fn read_loop(
             _ = ping.tick() => {
                 if heard.elapsed() >= every * 2 {
                     tracing::debug!(conn = %conn.id, "no answer to pings: dropping a half-open connection");
-                    outbox.socket_gone.raise();
+                    outbox.raise(Stop::SocketGone);
                     return Ended::Gone;
                 }
                 outbox.send(Outbound::Ping);
@@ -251,7 +256,7 @@ async fn read_loop(
                 }
                 SocketError::Other => {
                     tracing::debug!(conn = %conn.id, error = %err, "socket error");
-                    outbox.socket_gone.raise();
+                    outbox.raise(Stop::SocketGone);
                     return Ended::Gone;
                 }
             },
@@ -281,12 +286,13 @@ enum WriterEnd {
 /// The only task that writes to the socket. Frames already queued are written together
 /// and flushed once, so a busy connection costs one syscall per batch, not per frame. A
 /// batch the socket does not take within the grace ends the connection (4008): a client
-/// that stops reading holds no task and no memory beyond its budget for long.
+/// that stops reading holds no task and no memory beyond its budget for long. While it
+/// waits, the writer holds its socket half, its queue and nothing else (the reasons to stop
+/// are bits in the outbox that wake it like a queued frame).
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    mut rx: Receiver,
     outbox: Arc<Outbox>,
-    mut shutdown: watch::Receiver<bool>,
 ) {
     // However it ends, the reader hears of it.
     struct Ended<'a>(&'a Outbox);
@@ -296,24 +302,14 @@ async fn write_loop(
         }
     }
     let _ended = Ended(&outbox);
-    let grace = outbox.grace();
-    let shutdown = raised(&mut shutdown);
-    let stop = outbox.socket_gone.raised();
-    let kill = outbox.give_up.raised();
-    tokio::pin!(shutdown, stop, kill);
     let end = loop {
-        if outbox.killed() {
-            break WriterEnd::Stuck;
-        }
-        let first = tokio::select! {
-            biased;
-            frame = rx.recv() => frame,
-            _ = &mut kill => break WriterEnd::Stuck,
-            _ = &mut shutdown => break WriterEnd::Close(close::GOING_AWAY, "server going away".into()),
-            _ = &mut stop => break WriterEnd::Dead,
-        };
-        let Some(first) = first else {
-            break WriterEnd::Dead;
+        let first = match rx.next().await {
+            Ok(first) => first,
+            Err(Stop::Killed) => break WriterEnd::Stuck,
+            Err(Stop::GoingAway) => {
+                break WriterEnd::Close(close::GOING_AWAY, "server going away".into());
+            }
+            Err(Stop::SocketGone) => break WriterEnd::Dead,
         };
         // Most batches complete without waiting for the socket: the timer that bounds a
         // stuck write is only armed for one that has to wait.
@@ -321,8 +317,8 @@ async fn write_loop(
         let outcome = match std::future::poll_fn(|cx| Poll::Ready(batch.as_mut().poll(cx))).await {
             Poll::Ready(done) => Ok(done),
             Poll::Pending => tokio::select! {
-                outcome = Box::pin(tokio::time::timeout(grace, batch)) => outcome.map_err(|_| ()),
-                _ = &mut kill => Err(()),
+                outcome = Box::pin(tokio::time::timeout(outbox.grace(), batch)) => outcome.map_err(|_| ()),
+                _ = outbox.until_killed() => Err(()),
             },
         };
         let ended = match outcome {
@@ -341,23 +337,28 @@ async fn write_loop(
             break end;
         }
     };
-    // A stuck socket will not take a close frame either: a moment's try, then drop it.
+    // Boxed: the closing steps are not part of every waiting writer's memory.
+    Box::pin(finish(sink, end)).await;
+}
+
+/// Sends the close frame `end` calls for (a stuck socket gets a moment's try) and closes.
+async fn finish(mut sink: SplitSink<WebSocket, WsMessage>, end: WriterEnd) {
     let bounded = match end {
         WriterEnd::Stuck => std::time::Duration::from_millis(100),
         _ => std::time::Duration::from_secs(2),
     };
-    if let WriterEnd::Stuck = end {
-        let frame = CloseFrame {
+    let frame = match end {
+        WriterEnd::Stuck => Some(CloseFrame {
             code: close::SLOW_CONSUMER.into(),
             reason: "slow consumer".into(),
-        };
-        let _ = tokio::time::timeout(bounded, sink.send(WsMessage::Close(Some(frame)))).await;
-    }
-    if let WriterEnd::Close(code, reason) = end {
-        let frame = CloseFrame {
+        }),
+        WriterEnd::Close(code, reason) => Some(CloseFrame {
             code: code.into(),
             reason: reason.into(),
-        };
+        }),
+        WriterEnd::Dead => None,
+    };
+    if let Some(frame) = frame {
         let _ = tokio::time::timeout(bounded, sink.send(WsMessage::Close(Some(frame)))).await;
     }
     let _ = tokio::time::timeout(bounded, sink.close()).await;
@@ -368,7 +369,7 @@ async fn write_loop(
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, WsMessage>,
     first: Outbound,
-    rx: &mut mpsc::UnboundedReceiver<Outbound>,
+    rx: &mut Receiver,
     outbox: &Outbox,
 ) -> Result<Option<WriterEnd>, ()> {
     const BATCH: usize = 256;
@@ -402,7 +403,7 @@ async fn write_batch(
             }
         }
         if written < BATCH {
-            next = rx.try_recv().ok();
+            next = rx.try_recv();
         }
     }
     for owed in outbox.take_owed() {
@@ -451,7 +452,7 @@ impl SocketError {
 }
 
 async fn close_with(
-    socket: &mut WebSocket,
+    socket: &mut SplitSink<WebSocket, WsMessage>,
     code: CloseCode,
     reason: &str,
 ) -> Result<(), axum::Error> {

@@ -579,7 +579,10 @@ async fn ws_handler(
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| conn::run(dragon, socket, identity, origin_ok, seat))
+        .on_upgrade(move |socket| {
+            use futures_util::StreamExt;
+            conn::run(dragon, socket.split(), identity, origin_ok, seat)
+        })
 }
 
 /// Same-origin by default: a browser page may open the socket only if it was served by this
