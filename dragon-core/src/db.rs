@@ -15,8 +15,8 @@ use crate::schema::fold_case;
 /// or completes the change log's tables ([`crate::changelog::migrate`]). On SQLite it adds
 /// the Unicode lower-casing function that `icontains` relies on and sets the journal as
 /// production apps run it: WAL, `synchronous=NORMAL` (a commit survives a crash of the
-/// process, and of the machine up to the last checkpoint), a 5 s busy timeout; the file is
-/// created if missing. Use [`connect_with`] to change any of it.
+/// process, and of the machine up to the last checkpoint), a 5 s busy timeout, no ping on
+/// every checkout from the pool; the file is created if missing. Use [`connect_with`] to change any of it.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     connect_with(url, |_| {}).await
 }
