@@ -16,7 +16,8 @@ use crate::schema::fold_case;
 /// the Unicode lower-casing function that `icontains` relies on and sets the journal as
 /// production apps run it: WAL, `synchronous=NORMAL` (a commit survives a crash of the
 /// process, and of the machine up to the last checkpoint), a 5 s busy timeout, no ping on
-/// every checkout from the pool; the file is created if missing. Use [`connect_with`] to change any of it.
+/// every checkout from the pool; the file is created if missing. Use [`connect_with`] to
+/// change any of it.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     connect_with(url, |_| {}).await
 }

@@ -97,7 +97,7 @@ impl Outbound {
     }
 
     /// How many frames the item is.
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         match self {
             Outbound::Batch(frames) => frames.len(),
             _ => 1,
@@ -293,16 +293,19 @@ impl Outbox {
     /// Resolves once the connection is killed (the writer waits on it while a write waits
     /// for the socket).
     pub(crate) async fn until_killed(&self) {
+        self.wake_when(|| self.killed().then_some(())).await
+    }
+
+    /// Waits, as the writer, until `look` finds something: anything that changes what it
+    /// finds (a send, a raised [`Stop`]) wakes the writer through `ready`.
+    async fn wake_when<T>(&self, mut look: impl FnMut() -> Option<T>) -> T {
         std::future::poll_fn(|cx| {
-            if self.killed() {
-                return Poll::Ready(());
+            if let Some(found) = look() {
+                return Poll::Ready(found);
             }
             self.ready.register(cx.waker());
-            if self.killed() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
+            // Changed between the look and the registration: seen now, not lost.
+            look().map_or(Poll::Pending, Poll::Ready)
         })
         .await
     }
@@ -424,62 +427,49 @@ pub struct Receiver {
 impl Receiver {
     /// The next item, if one is queued.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        if let Some(item) = self.taken.pop_front() {
-            if self.taken.is_empty() {
-                self.taken = VecDeque::new();
-            }
-            return Some(item);
-        }
-        let mut queue = self.outbox.queue.lock().expect("queue lock");
-        let head = queue.head.take()?;
-        std::mem::swap(&mut self.taken, &mut queue.rest);
-        Some(head)
+        take_next(&self.outbox, &mut self.taken)
     }
 
     /// The next item, or why to stop: a kill comes first, queued items before the rest.
     pub(crate) async fn next(&mut self) -> Result<Outbound, Stop> {
-        let look = |rx: &mut Self| {
-            let outbox = &rx.outbox;
-            if outbox.killed() {
-                return Some(Err(Stop::Killed));
-            }
-            if let Some(item) = rx.try_recv() {
-                return Some(Ok(item));
-            }
-            [Stop::GoingAway, Stop::SocketGone]
-                .into_iter()
-                .find(|&why| rx.outbox.raised(why))
-                .map(Err)
-        };
-        std::future::poll_fn(|cx| {
-            if let Some(next) = look(self) {
-                return Poll::Ready(next);
-            }
-            self.outbox.ready.register(cx.waker());
-            match look(self) {
-                Some(next) => Poll::Ready(next),
-                None => Poll::Pending,
-            }
-        })
-        .await
+        let (outbox, taken) = (&self.outbox, &mut self.taken);
+        outbox
+            .wake_when(|| {
+                if outbox.killed() {
+                    return Some(Err(Stop::Killed));
+                }
+                if let Some(item) = take_next(outbox, taken) {
+                    return Some(Ok(item));
+                }
+                [Stop::GoingAway, Stop::SocketGone]
+                    .into_iter()
+                    .find(|&why| outbox.raised(why))
+                    .map(Err)
+            })
+            .await
     }
 
     /// The next item, once one is queued (tests read queues with it).
     #[cfg(test)]
     pub(crate) async fn recv(&mut self) -> Outbound {
-        std::future::poll_fn(|cx| {
-            if let Some(item) = self.try_recv() {
-                return Poll::Ready(item);
-            }
-            self.outbox.ready.register(cx.waker());
-            // Queued between the look and the registration: seen now, not lost.
-            match self.try_recv() {
-                Some(item) => Poll::Ready(item),
-                None => Poll::Pending,
-            }
-        })
-        .await
+        let (outbox, taken) = (&self.outbox, &mut self.taken);
+        outbox.wake_when(|| take_next(outbox, taken)).await
     }
+}
+
+/// The next item: from what the writer took last, else the whole queue is taken (one lock
+/// per batch). The writer's buffer is freed once drained.
+fn take_next(outbox: &Outbox, taken: &mut VecDeque<Outbound>) -> Option<Outbound> {
+    if let Some(item) = taken.pop_front() {
+        if taken.is_empty() {
+            *taken = VecDeque::new();
+        }
+        return Some(item);
+    }
+    let mut queue = outbox.queue.lock().expect("queue lock");
+    let head = queue.head.take()?;
+    std::mem::swap(taken, &mut queue.rest);
+    Some(head)
 }
 
 impl Drop for Receiver {

@@ -377,24 +377,14 @@ async fn write_batch(
     let mut written = 0;
     while let Some(frame) = next.take() {
         outbox.sent(&frame);
+        written += frame.count();
         match frame {
-            Outbound::Text(t) => {
-                sink.feed(WsMessage::Text(t)).await.map_err(|_| ())?;
-                written += 1;
-            }
-            Outbound::Ping => {
-                sink.feed(WsMessage::Ping(Default::default()))
-                    .await
-                    .map_err(|_| ())?;
-                written += 1;
-            }
+            Outbound::Text(t) => feed(sink, WsMessage::Text(t)).await?,
+            Outbound::Ping => feed(sink, WsMessage::Ping(Default::default())).await?,
             Outbound::Batch(frames) => {
                 for frame in frames.iter() {
-                    sink.feed(WsMessage::Text(frame.clone()))
-                        .await
-                        .map_err(|_| ())?;
+                    feed(sink, WsMessage::Text(frame.clone())).await?;
                 }
-                written += frames.len();
             }
             Outbound::Close(closing) => {
                 let (code, reason) = *closing;
@@ -407,10 +397,15 @@ async fn write_batch(
         }
     }
     for owed in outbox.take_owed() {
-        sink.feed(WsMessage::Text(owed)).await.map_err(|_| ())?;
+        feed(sink, WsMessage::Text(owed)).await?;
     }
     sink.flush().await.map_err(|_| ())?;
     Ok(None)
+}
+
+/// Buffers one message for the next flush; `Err` if the socket failed.
+async fn feed(sink: &mut SplitSink<WebSocket, WsMessage>, message: WsMessage) -> Result<(), ()> {
+    sink.feed(message).await.map_err(|_| ())
 }
 
 /// Resolves once a watch flag is raised (or its sender is gone).
