@@ -62,8 +62,16 @@ pub enum Message {
     Gap,
 }
 
+/// A message id unique across processes and restarts: this process's random half (drawn
+/// once) and a counter. A random UUID for every message cost a `getrandom` system call on
+/// every publish.
 fn fresh_id() -> Option<Arc<str>> {
-    Some(Arc::from(uuid::Uuid::new_v4().simple().to_string()))
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PROCESS: LazyLock<u64> = LazyLock::new(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Some(Arc::from(format!("{:016x}{n:016x}", *PROCESS)))
 }
 
 impl Message {
@@ -275,4 +283,17 @@ pub trait Broker: Send + Sync + 'static {
 
 fn no_presence() -> BrokerError {
     BrokerError::Other("this broker does not support presence".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_distinct() {
+        let ids: std::collections::HashSet<Arc<str>> =
+            (0..1000).filter_map(|_| fresh_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|id| id.len() == 32));
+    }
 }

@@ -71,10 +71,17 @@ type Shared = (Vec<Arc<str>>, Utf8Bytes);
 /// How many one-subscription frames are looked up in a list before the map.
 const SINGLE_CACHE: usize = 16;
 
+/// A frame's bytes around its `subs` list: `{"event":..,"route":..,"subs":` and the rest.
+struct Parts {
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+}
+
 /// One message's frames, serialized lazily and at most once per slot and `subs` list.
 pub(crate) struct Prepared<'a> {
     env: &'a Envelope,
-    parts: HashMap<Slot, (String, String)>,
+    /// By slot (see [`Slot::index`]).
+    parts: [Option<Parts>; 4],
     /// Frames naming one subscription: a handful of distinct ids (`s1`, `s2`, ...) cover
     /// most connections, so a short list beats hashing the id for every delivery.
     single: Vec<(Slot, Arc<str>, Utf8Bytes)>,
@@ -82,11 +89,17 @@ pub(crate) struct Prepared<'a> {
     cache: HashMap<(Slot, u64), Vec<Shared>>,
 }
 
+impl Slot {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 impl<'a> Prepared<'a> {
     pub(crate) fn new(env: &'a Envelope) -> Self {
         Prepared {
             env,
-            parts: HashMap::new(),
+            parts: Default::default(),
             single: Vec::new(),
             cache: HashMap::new(),
         }
@@ -129,13 +142,8 @@ impl<'a> Prepared<'a> {
             return bytes.clone();
         }
         let env = self.env;
-        let (prefix, suffix) = self.parts.entry(slot).or_insert_with(|| parts(env, slot));
-        let subs_json = serde_json::to_string(subs).expect("strings serialize");
-        let mut text = String::with_capacity(prefix.len() + subs_json.len() + suffix.len());
-        text.push_str(prefix);
-        text.push_str(&subs_json);
-        text.push_str(suffix);
-        let bytes = Utf8Bytes::from(text);
+        let parts = self.parts[slot.index()].get_or_insert_with(|| parts(env, slot, None));
+        let bytes = parts.with_subs(subs);
         match subs {
             [one] if self.single.len() < SINGLE_CACHE => {
                 self.single.push((slot, one.clone(), bytes.clone()))
@@ -147,6 +155,18 @@ impl<'a> Prepared<'a> {
                 .push((subs.to_vec(), bytes.clone())),
         }
         bytes
+    }
+}
+
+impl Parts {
+    /// The whole frame, naming `subs`.
+    fn with_subs(&self, subs: &[Arc<str>]) -> Utf8Bytes {
+        let ids: usize = subs.iter().map(|s| s.len() + 3).sum();
+        let mut frame = Vec::with_capacity(self.prefix.len() + ids + 2 + self.suffix.len());
+        frame.extend_from_slice(&self.prefix);
+        push_json(&mut frame, subs);
+        frame.extend_from_slice(&self.suffix);
+        Utf8Bytes::try_from(frame).expect("serde_json writes UTF-8")
     }
 }
 
@@ -165,27 +185,23 @@ pub(crate) fn coalesced_frame(
     subs: &[Arc<str>],
     changed: &[String],
 ) -> Utf8Bytes {
-    let (prefix, suffix) = parts_with(env, slot, Some(changed));
-    let subs_json = serde_json::to_string(subs).expect("strings serialize");
-    Utf8Bytes::from(format!("{prefix}{subs_json}{suffix}"))
+    parts(env, slot, Some(changed)).with_subs(subs)
 }
 
-fn parts(env: &Envelope, slot: Slot) -> (String, String) {
-    parts_with(env, slot, None)
+/// Appends `value` as JSON.
+fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(out, value).expect("JSON values serialize");
 }
 
-/// The frame around its `subs` list: `{"event":..,"route":..,"subs":` and the rest.
-fn parts_with(env: &Envelope, slot: Slot, changed_override: Option<&[String]>) -> (String, String) {
-    let route = Value::from(&*env.route);
-    let version = match &*env.message {
-        Message::Change { version, .. } => *version,
-        _ => None,
-    };
-    let (event, data, changed) = match (&*env.message, slot) {
-        (Message::Custom { event, data, .. }, _) => {
-            (Value::from(event.as_str()), data.clone(), None)
-        }
-        (Message::Gap, _) => (Value::from("resync"), Value::Null, None),
+/// The frame around its `subs` list, written straight into its buffers (it is built once
+/// per message and slot, on the fan-out's path: no intermediate JSON values).
+fn parts(env: &Envelope, slot: Slot, changed_override: Option<&[String]>) -> Parts {
+    use std::io::Write;
+    let mut prefix = Vec::with_capacity(48 + env.route.len());
+    let mut suffix = Vec::with_capacity(160);
+    let (event, data, changed): (&str, Option<&Value>, _) = match (&*env.message, slot) {
+        (Message::Custom { event, data, .. }, _) => (event, Some(data), None),
+        (Message::Gap, _) => ("resync", None, None),
         (Message::Change { old, new, kind, .. }, slot) => {
             let name = match slot {
                 Slot::Created => ChangeKind::Created,
@@ -199,28 +215,41 @@ fn parts_with(env: &Envelope, slot: Slot, changed_override: Option<&[String]>) -
                 (ChangeKind::Deleted, _) | (_, Slot::Deleted) => old,
                 _ => new,
             };
+            suffix.extend_from_slice(br#","data":"#);
+            match object {
+                Some(object) => push_json(&mut suffix, object),
+                None => suffix.extend_from_slice(b"{}"),
+            }
             let changed = match (slot, old, new, changed_override) {
                 (Slot::Updated, _, _, Some(fields)) => Some(fields.to_vec()),
                 (Slot::Updated, Some(o), Some(n), None) => Some(changed_fields(o, n)),
                 _ => None,
             };
-            (
-                Value::from(name.as_str()),
-                Value::Object(object.clone().unwrap_or_default()),
-                changed,
-            )
+            (name.as_str(), None, changed)
         }
     };
-    let prefix = format!(r#"{{"event":{event},"route":{route},"subs":"#);
-    let mut suffix = format!(r#","data":{data}"#);
+    prefix.extend_from_slice(br#"{"event":"#);
+    push_json(&mut prefix, event);
+    prefix.extend_from_slice(br#","route":"#);
+    push_json(&mut prefix, &*env.route);
+    prefix.extend_from_slice(br#","subs":"#);
+    if !matches!(&*env.message, Message::Change { .. }) {
+        suffix.extend_from_slice(br#","data":"#);
+        push_json(&mut suffix, data.unwrap_or(&Value::Null));
+    }
     if let Some(changed) = changed {
-        suffix.push_str(&format!(r#","changed":{}"#, Value::from(changed)));
+        suffix.extend_from_slice(br#","changed":"#);
+        push_json(&mut suffix, &changed);
     }
-    if let Some(version) = version {
-        suffix.push_str(&format!(r#","version":{version}"#));
+    if let Message::Change {
+        version: Some(version),
+        ..
+    } = &*env.message
+    {
+        write!(suffix, r#","version":{version}"#).expect("writes to a Vec");
     }
-    suffix.push_str(&format!(r#","position":"{}"}}"#, env.position));
-    (prefix, suffix)
+    write!(suffix, r#","position":"{}"}}"#, env.position).expect("writes to a Vec");
+    Parts { prefix, suffix }
 }
 
 #[cfg(test)]
@@ -301,9 +330,8 @@ mod tests {
                 published_ms: 0,
             };
             if let Some(slot) = classify(&filter, &env.message) {
-                let (prefix, suffix) = parts(&env, slot);
-                let frame: Value =
-                    serde_json::from_str(&format!("{prefix}[\"s1\"]{suffix}")).unwrap();
+                let bytes = parts(&env, slot, None).with_subs(&[Arc::from("s1")]);
+                let frame: Value = serde_json::from_str(bytes.as_str()).unwrap();
                 let data = frame["data"].as_object().cloned().unwrap_or_default();
                 prop_assert!(scope.matches(&data), "{frame} outside {readable:?}");
                 prop_assert!(filter.matches(&data), "{frame} outside the subscription");
