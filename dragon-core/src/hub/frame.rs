@@ -366,6 +366,28 @@ mod tests {
         }
     }
 
+    /// A router's own event: its name, the route, the subs and its data, nothing else.
+    #[test]
+    fn custom_frames_carry_the_event_and_its_data() {
+        let env = Envelope {
+            route: Arc::from("rooms"),
+            position: Position(3, 4),
+            message: Arc::new(Message::custom(
+                "typing \"now\"",
+                json!({"user": "ann", "n": [1, 2]}),
+            )),
+            published_ms: 0,
+        };
+        let subs: Vec<Arc<str>> = vec![Arc::from("s1"), Arc::from("s2")];
+        let frame = Prepared::new(&env).frame(Slot::Custom, &subs);
+        let got: Value = serde_json::from_str(frame.as_str()).unwrap();
+        assert_eq!(
+            got,
+            json!({"event": "typing \"now\"", "route": "rooms", "subs": ["s1", "s2"],
+                "data": {"user": "ann", "n": [1, 2]}, "position": "3-4"})
+        );
+    }
+
     /// A frame built field by field for one connection, as a plain JSON value.
     fn own_encoding(env: &Envelope, slot: Slot, subs: &[Arc<str>]) -> Value {
         let Message::Change {
