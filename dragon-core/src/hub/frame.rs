@@ -20,6 +20,13 @@ pub(crate) enum Slot {
     Custom,
 }
 
+impl Slot {
+    /// Its place in a per-slot array.
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Enter/leave semantics: what a subscription with `filter` sees of `message`.
 pub(crate) fn classify(filter: &Filter, message: &Message) -> Option<Slot> {
     match message {
@@ -80,19 +87,13 @@ struct Parts {
 /// One message's frames, serialized lazily and at most once per slot and `subs` list.
 pub(crate) struct Prepared<'a> {
     env: &'a Envelope,
-    /// By slot (see [`Slot::index`]).
+    /// By slot (see [`Slot::index`]): one for each of the four.
     parts: [Option<Parts>; 4],
     /// Frames naming one subscription: a handful of distinct ids (`s1`, `s2`, ...) cover
     /// most connections, so a short list beats hashing the id for every delivery.
     single: Vec<(Slot, Arc<str>, Utf8Bytes)>,
     /// The other frames, by slot and a hash of their `subs` (looked up without allocating).
     cache: HashMap<(Slot, u64), Vec<Shared>>,
-}
-
-impl Slot {
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 impl<'a> Prepared<'a> {
@@ -196,13 +197,29 @@ fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 /// The frame around its `subs` list, written straight into its buffers (it is built once
 /// per message and slot, on the fan-out's path: no intermediate JSON values).
 fn parts(env: &Envelope, slot: Slot, changed_override: Option<&[String]>) -> Parts {
+    use std::borrow::Cow;
     use std::io::Write;
-    let mut prefix = Vec::with_capacity(48 + env.route.len());
     let mut suffix = Vec::with_capacity(160);
-    let (event, data, changed): (&str, Option<&Value>, _) = match (&*env.message, slot) {
-        (Message::Custom { event, data, .. }, _) => (event, Some(data), None),
-        (Message::Gap, _) => ("resync", None, None),
-        (Message::Change { old, new, kind, .. }, slot) => {
+    suffix.extend_from_slice(br#","data":"#);
+    let (event, changed, version) = match (&*env.message, slot) {
+        (Message::Custom { event, data, .. }, _) => {
+            push_json(&mut suffix, data);
+            (event.as_str(), None, None)
+        }
+        (Message::Gap, _) => {
+            suffix.extend_from_slice(b"null");
+            ("resync", None, None)
+        }
+        (
+            Message::Change {
+                old,
+                new,
+                kind,
+                version,
+                ..
+            },
+            slot,
+        ) => {
             let name = match slot {
                 Slot::Created => ChangeKind::Created,
                 Slot::Updated => ChangeKind::Updated,
@@ -215,40 +232,32 @@ fn parts(env: &Envelope, slot: Slot, changed_override: Option<&[String]>) -> Par
                 (ChangeKind::Deleted, _) | (_, Slot::Deleted) => old,
                 _ => new,
             };
-            suffix.extend_from_slice(br#","data":"#);
             match object {
                 Some(object) => push_json(&mut suffix, object),
                 None => suffix.extend_from_slice(b"{}"),
             }
             let changed = match (slot, old, new, changed_override) {
-                (Slot::Updated, _, _, Some(fields)) => Some(fields.to_vec()),
-                (Slot::Updated, Some(o), Some(n), None) => Some(changed_fields(o, n)),
+                (Slot::Updated, _, _, Some(fields)) => Some(Cow::Borrowed(fields)),
+                (Slot::Updated, Some(o), Some(n), None) => Some(Cow::Owned(changed_fields(o, n))),
                 _ => None,
             };
-            (name.as_str(), None, changed)
+            (name.as_str(), changed, *version)
         }
     };
+    if let Some(changed) = changed {
+        suffix.extend_from_slice(br#","changed":"#);
+        push_json(&mut suffix, &changed);
+    }
+    if let Some(version) = version {
+        write!(suffix, r#","version":{version}"#).expect("writes to a Vec");
+    }
+    write!(suffix, r#","position":"{}"}}"#, env.position).expect("writes to a Vec");
+    let mut prefix = Vec::with_capacity(48 + env.route.len());
     prefix.extend_from_slice(br#"{"event":"#);
     push_json(&mut prefix, event);
     prefix.extend_from_slice(br#","route":"#);
     push_json(&mut prefix, &*env.route);
     prefix.extend_from_slice(br#","subs":"#);
-    if !matches!(&*env.message, Message::Change { .. }) {
-        suffix.extend_from_slice(br#","data":"#);
-        push_json(&mut suffix, data.unwrap_or(&Value::Null));
-    }
-    if let Some(changed) = changed {
-        suffix.extend_from_slice(br#","changed":"#);
-        push_json(&mut suffix, &changed);
-    }
-    if let Message::Change {
-        version: Some(version),
-        ..
-    } = &*env.message
-    {
-        write!(suffix, r#","version":{version}"#).expect("writes to a Vec");
-    }
-    write!(suffix, r#","position":"{}"}}"#, env.position).expect("writes to a Vec");
     Parts { prefix, suffix }
 }
 
