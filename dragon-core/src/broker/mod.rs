@@ -4,6 +4,7 @@
 //! A broker is deliberately dumb about subscriptions: every node receives every message of
 //! every route once and matches its own subscriptions (see [`crate::hub`]).
 
+mod decode;
 mod memory;
 mod memory_presence;
 #[cfg(feature = "redis")]
@@ -26,7 +27,7 @@ pub use redis::{PRESENCE_LUA, PUBLISH_LUA, RedisBroker, RedisOptions, RedisStats
 
 /// One committed model change or one custom event on a route.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", try_from = "decode::Flat")]
 pub enum Message {
     /// `old` is the published state before (updates, deletes), `new` after (creates, updates).
     Change {
