@@ -162,7 +162,7 @@ pub struct Envelope {
 }
 
 /// What a broker can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     #[error("broker unavailable: {0}")]
     Unavailable(String),

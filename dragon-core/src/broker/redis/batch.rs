@@ -1,16 +1,20 @@
 //! Batched publishing: changes queued while a publish is in flight go to Redis together.
 //!
-//! fred sends scripts one at a time per connection, and a script costs Redis tens of
-//! microseconds, so one `EVALSHA` per change would cap a node at a few thousand changes per
-//! second. One task takes every change waiting, splits them into runs of the same route (in
-//! order), and publishes each run with one `EVALSHA` of [`PUBLISH_BATCH_LUA`], which does for
-//! each message exactly what [`super::PUBLISH_LUA`] does for one. Stream entries and channel
-//! payloads are the same either way; order is kept; each change costs at most one round trip.
+//! A script costs Redis tens of microseconds, so one `EVALSHA` per change, each waiting for
+//! the last, would cap a node at a few thousand changes per second. One task takes every
+//! change waiting, splits them into runs of the same route (in order), and publishes each run
+//! with one `EVALSHA` of [`PUBLISH_BATCH_LUA`], which does for each message exactly what
+//! [`super::PUBLISH_LUA`] does for one; the calls are pipelined on one connection (Redis runs
+//! them in the order sent). Stream entries and channel payloads are the same either way;
+//! order is kept; each change costs at most one round trip.
 
 use std::sync::Arc;
 
+use fred::error::{Error as FredError, ErrorKind};
+use fred::interfaces::ClientLike;
 use fred::types::Value as RedisValue;
 use fred::types::scripts::Script;
+use fred::types::{ClusterHash, CustomCommand};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Shared, unavailable};
@@ -43,6 +47,9 @@ return id
 /// The most messages one script call carries (a larger job goes alone).
 const MAX_BATCH: usize = 256;
 
+/// The most jobs taken from the queue at once; their runs go out in one pipeline.
+const MAX_TAKEN: usize = MAX_BATCH * 16;
+
 pub(super) struct Job {
     pub route: String,
     /// One or more messages, published together in one script call.
@@ -54,42 +61,102 @@ pub(super) fn script() -> Script {
     Script::from_lua(PUBLISH_BATCH_LUA)
 }
 
-/// Publishes queued jobs, in order, a run of same-route jobs per script call.
+/// Publishes queued jobs, in order: everything waiting, split into runs of one route, each
+/// run one script call, all calls pipelined on one connection.
 pub(super) async fn run(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut waiting: Vec<Job> = Vec::new();
     while let Some(first) = jobs.recv().await {
         waiting.push(first);
-        while waiting.len() < MAX_BATCH * 4 {
+        while waiting.len() < MAX_TAKEN {
             match jobs.try_recv() {
                 Ok(job) => waiting.push(job),
                 Err(_) => break,
             }
         }
-        let mut rest = std::mem::take(&mut waiting).into_iter().peekable();
-        while let Some(job) = rest.next() {
-            let mut size = job.json.len();
-            let mut run = vec![job];
-            while rest
-                .peek()
-                .is_some_and(|j| j.route == run[0].route && size + j.json.len() <= MAX_BATCH)
-            {
-                let next = rest.next().expect("peeked");
-                size += next.json.len();
-                run.push(next);
-            }
-            let result = publish_run(&shared, &run).await;
+        let runs = split_runs(std::mem::take(&mut waiting));
+        let results = publish_runs(&shared, &runs).await;
+        for (run, result) in runs.into_iter().zip(results) {
             for job in run {
-                let _ = job.done.send(match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(BrokerError::Unavailable(e.to_string())),
-                });
+                let _ = job.done.send(result.clone());
             }
         }
     }
 }
 
-async fn publish_run(shared: &Shared, run: &[Job]) -> Result<(), BrokerError> {
-    shared.ensure_connected()?;
+/// `jobs` in order, cut where the route changes or a run would pass [`MAX_BATCH`] messages.
+fn split_runs(jobs: Vec<Job>) -> Vec<Vec<Job>> {
+    let mut runs: Vec<Vec<Job>> = Vec::new();
+    let mut size = 0;
+    for job in jobs {
+        match runs.last_mut() {
+            Some(run) if run[0].route == job.route && size + job.json.len() <= MAX_BATCH => {
+                size += job.json.len();
+                run.push(job);
+            }
+            _ => {
+                size = job.json.len();
+                runs.push(vec![job]);
+            }
+        }
+    }
+    runs
+}
+
+/// One result per run. The calls go out together on one connection, so Redis runs them in
+/// this order and each route's stream and channel keep the order of the queue; waiting for
+/// each reply before sending the next call would make a burst reach the nodes in as many
+/// slices as it has runs.
+async fn publish_runs(shared: &Shared, runs: &[Vec<Job>]) -> Vec<Result<(), BrokerError>> {
+    let failed = |e: &BrokerError| runs.iter().map(|_| Err(e.clone())).collect();
+    if let Err(e) = shared.ensure_connected() {
+        return failed(&e);
+    }
+    let client = shared.client();
+    let pipeline = client.pipeline();
+    // fred's pipelines have no `evalsha`: the command spelled out (`EVALSHA sha 1 key ..`,
+    // routed on a cluster by its key, the third argument).
+    let evalsha = CustomCommand::new("EVALSHA", ClusterHash::Offset(2), false);
+    for run in runs {
+        let (key, args) = call(shared, run);
+        let mut command: Vec<RedisValue> = Vec::with_capacity(3 + args.len());
+        command.push(shared.batch_script.sha1().clone().into());
+        command.push(1.into());
+        command.push(key.into());
+        command.extend(args);
+        let queued: Result<(), _> = pipeline.custom(evalsha.clone(), command).await;
+        if let Err(e) = queued {
+            return failed(&unavailable(e));
+        }
+    }
+    let mut results: Vec<Result<RedisValue, FredError>> = pipeline.try_all().await;
+    results.resize_with(runs.len(), || {
+        Err(FredError::new(
+            ErrorKind::IO,
+            "no reply to a pipelined publish",
+        ))
+    });
+    // A script cache emptied under us (a Redis restart): a refused call changed nothing, so
+    // it is made again, in order, after the script is loaded.
+    let noscript = |r: &Result<RedisValue, FredError>| matches!(r, Err(e) if e.details().starts_with("NOSCRIPT"));
+    if let Some(first) = results.iter().position(noscript) {
+        for (run, result) in runs.iter().zip(results.iter_mut()).skip(first) {
+            if noscript(result) {
+                let (key, args) = call(shared, run);
+                *result = shared
+                    .batch_script
+                    .evalsha_with_reload(client, key, args)
+                    .await;
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.map(drop).map_err(unavailable))
+        .collect()
+}
+
+/// The script call of one run: its stream key and arguments.
+fn call(shared: &Shared, run: &[Job]) -> (String, Vec<RedisValue>) {
     let route = run[0].route.as_str();
     let count: usize = run.iter().map(|j| j.json.len()).sum();
     let mut args: Vec<RedisValue> = Vec::with_capacity(5 + count);
@@ -103,10 +170,5 @@ async fn publish_run(shared: &Shared, run: &[Job]) -> Result<(), BrokerError> {
             .flat_map(|j| &j.json)
             .map(|json| RedisValue::from(json.as_str())),
     );
-    let _id: String = shared
-        .batch_script
-        .evalsha_with_reload(shared.client(), shared.stream_key(route), args)
-        .await
-        .map_err(unavailable)?;
-    Ok(())
+    (shared.stream_key(route), args)
 }
