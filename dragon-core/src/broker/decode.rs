@@ -4,7 +4,8 @@
 //! object into its private `Content` tree (an allocation per key and value), then reads the
 //! variant from that. A node reads every message of every route from Redis, so the message
 //! is read instead into one flat struct of every field, straight from the text, and then
-//! checked against its `type`: the same accepted forms and the same errors.
+//! checked against its `type`: the same forms are accepted, and a refusal names the field
+//! that is missing or wrong, as serde's would.
 
 use std::sync::Arc;
 
