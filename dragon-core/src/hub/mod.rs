@@ -384,7 +384,12 @@ impl Hub {
         };
         // Live messages for this subscription wait in its join buffer meanwhile, so the
         // reply and the replay go out first whatever the lock lets through.
-        outbox.send(Outbound::Text(reply(&joined)));
+        let mut reply = Some(Outbound::Text(reply(&joined)));
+        let mut send_reply = || {
+            if let Some(reply) = reply.take() {
+                outbox.send(reply);
+            }
+        };
         let mut replayed = HashSet::new();
         let sender = Replayer {
             outbox,
@@ -392,15 +397,22 @@ impl Hub {
             id: &id,
             filter: &filter,
         };
-        sender.send(&replay, &mut replayed);
+        if !replay.is_empty() {
+            send_reply();
+            sender.send(&replay, &mut replayed);
+        }
         // Then what was dispatched since the subscription was added, of which only what lies
         // past `position` is new to the client: in batches outside the lock while it keeps
         // coming, the last (small) one under it, after which live messages flow directly.
+        // Without a replay the reply waits for that last step: sent under the route's lock
+        // with the switch to live, so a client holding the reply never gets an event in a
+        // frame of its own for this subscription while its other subscriptions share one.
         const LAST_BATCH: usize = 32;
         loop {
             let mut st = state.lock().expect("route lock");
             let Some(buffered) = st.take_buffer(key) else {
                 // Ended meanwhile (unsubscribed, revoked, its connection closed).
+                send_reply();
                 return Ok(joined);
             };
             let fresh: Vec<Envelope> = buffered
@@ -408,11 +420,13 @@ impl Hub {
                 .filter(|e| e.position > position)
                 .collect();
             if fresh.len() <= LAST_BATCH {
+                send_reply();
                 st.joined(key);
                 sender.send(&fresh, &mut replayed);
                 return Ok(joined);
             }
             drop(st);
+            send_reply();
             sender.send(&fresh, &mut replayed);
         }
     }

@@ -2,8 +2,9 @@
 use serde_json::json;
 
 use super::*;
-use crate::broker::MemoryBroker;
+use crate::broker::{BrokerError, MemoryBroker};
 use crate::schema::{FieldType, Schema};
+use std::sync::{Mutex, MutexGuard};
 
 fn schema() -> Schema {
     Schema::new(vec![])
@@ -437,4 +438,87 @@ async fn room_waits_for_the_budget_and_gives_up_after_the_grace() {
     let t = std::time::Instant::now();
     assert!(!outbox.room().await, "still over after the grace");
     assert!(t.elapsed() >= std::time::Duration::from_millis(200));
+}
+
+/// A memory broker whose `head` waits until the test lets it answer.
+struct GatedHead {
+    inner: MemoryBroker,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl Broker for GatedHead {
+    async fn publish(&self, route: &str, message: Message) -> Result<(), BrokerError> {
+        self.inner.publish(route, message).await
+    }
+    fn messages(&self) -> tokio::sync::mpsc::UnboundedReceiver<Envelope> {
+        self.inner.messages()
+    }
+    async fn history(&self, route: &str, after: Position) -> Result<History, BrokerError> {
+        self.inner.history(route, after).await
+    }
+    async fn head(&self, route: &str) -> Result<Position, BrokerError> {
+        let _open = self.gate.acquire().await.expect("gate");
+        self.inner.head(route).await
+    }
+}
+
+/// The route's lock, if subscription `key` is there and still joining.
+fn while_joining(state: &Mutex<RouteState>, key: SubKey) -> Option<MutexGuard<'_, RouteState>> {
+    let mut st = state.lock().unwrap();
+    st.take_buffer(key).is_some().then_some(st)
+}
+
+/// A subscription is live by the time its reply can be read: the reply goes out under the
+/// route's lock together with the switch from joining to live, so an event the client causes
+/// after the reply reaches all its subscriptions in one frame (never one per subscription).
+/// The test holds the route's lock while the subscription (added, still joining: its broker
+/// read is held back) goes on: the reply must not be out before the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_is_live_when_its_reply_is_out() {
+    let broker = Arc::new(GatedHead {
+        inner: MemoryBroker::new(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let hub = Hub::start(broker.clone());
+    let (outbox, mut rx) = Outbox::new(1, test_budget());
+    let state = hub.shard(&outbox).route("items");
+    let key = hub.next_key();
+    let joining = {
+        let (hub, outbox) = (hub.clone(), outbox.clone());
+        tokio::spawn(async move {
+            let reply = |_: &Joined| "reply".into();
+            hub.subscribe(
+                &outbox,
+                key,
+                "items",
+                "s1".into(),
+                Filter::all(),
+                Start::Now,
+                10,
+                reply,
+            )
+            .await
+            .unwrap()
+        })
+    };
+    // Added, still joining (waiting for the broker's head): hold the lock.
+    let held = loop {
+        if let Some(st) = while_joining(&state, key) {
+            break st;
+        }
+        tokio::task::yield_now().await;
+    };
+    broker.gate.add_permits(1);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        rx.try_recv().is_none(),
+        "the reply went out while the subscription was still joining"
+    );
+    drop(held);
+    joining.await.unwrap();
+    let Some(Outbound::Text(reply)) = rx.try_recv() else {
+        panic!("no reply")
+    };
+    assert_eq!(reply.as_str(), "reply");
 }
