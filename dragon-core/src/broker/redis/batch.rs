@@ -113,17 +113,8 @@ async fn publish_runs(shared: &Shared, runs: &[Vec<Job>]) -> Vec<Result<(), Brok
     }
     let client = shared.client();
     let pipeline = client.pipeline();
-    // fred's pipelines have no `evalsha`: the command spelled out (`EVALSHA sha 1 key ..`,
-    // routed on a cluster by its key, the third argument).
-    let evalsha = CustomCommand::new("EVALSHA", ClusterHash::Offset(2), false);
     for run in runs {
-        let (key, args) = call(shared, run);
-        let mut command: Vec<RedisValue> = Vec::with_capacity(3 + args.len());
-        command.push(shared.batch_script.sha1().clone().into());
-        command.push(1.into());
-        command.push(key.into());
-        command.extend(args);
-        let queued: Result<(), _> = pipeline.custom(evalsha.clone(), command).await;
+        let queued: Result<(), _> = pipeline.custom(evalsha(), call(shared, run)).await;
         if let Err(e) = queued {
             return failed(&unavailable(e));
         }
@@ -136,16 +127,15 @@ async fn publish_runs(shared: &Shared, runs: &[Vec<Job>]) -> Vec<Result<(), Brok
         ))
     });
     // A script cache emptied under us (a Redis restart): a refused call changed nothing, so
-    // it is made again, in order, after the script is loaded.
+    // the script is loaded and the refused calls made again, in order.
     let noscript = |r: &Result<RedisValue, FredError>| matches!(r, Err(e) if e.details().starts_with("NOSCRIPT"));
-    if let Some(first) = results.iter().position(noscript) {
-        for (run, result) in runs.iter().zip(results.iter_mut()).skip(first) {
+    if results.iter().any(noscript) {
+        if let Err(e) = shared.batch_script.load(client).await {
+            return failed(&unavailable(e));
+        }
+        for (run, result) in runs.iter().zip(results.iter_mut()) {
             if noscript(result) {
-                let (key, args) = call(shared, run);
-                *result = shared
-                    .batch_script
-                    .evalsha_with_reload(client, key, args)
-                    .await;
+                *result = client.custom(evalsha(), call(shared, run)).await;
             }
         }
     }
@@ -155,11 +145,20 @@ async fn publish_runs(shared: &Shared, runs: &[Vec<Job>]) -> Vec<Result<(), Brok
         .collect()
 }
 
-/// The script call of one run: its stream key and arguments.
-fn call(shared: &Shared, run: &[Job]) -> (String, Vec<RedisValue>) {
+/// `EVALSHA`, spelled out: fred's pipelines have no `evalsha`. Routed on a cluster by the
+/// stream key, its third argument.
+fn evalsha() -> CustomCommand {
+    CustomCommand::new("EVALSHA", ClusterHash::Offset(2), false)
+}
+
+/// The arguments of one run's script call: `sha 1 key channel route len age trim json..`.
+fn call(shared: &Shared, run: &[Job]) -> Vec<RedisValue> {
     let route = run[0].route.as_str();
     let count: usize = run.iter().map(|j| j.json.len()).sum();
-    let mut args: Vec<RedisValue> = Vec::with_capacity(5 + count);
+    let mut args: Vec<RedisValue> = Vec::with_capacity(8 + count);
+    args.push(shared.batch_script.sha1().clone().into());
+    args.push(1.into());
+    args.push(shared.stream_key(route).into());
     args.push(shared.channel.as_str().into());
     args.push(route.into());
     args.push(shared.history_len.as_str().into());
@@ -170,5 +169,5 @@ fn call(shared: &Shared, run: &[Job]) -> (String, Vec<RedisValue>) {
             .flat_map(|j| &j.json)
             .map(|json| RedisValue::from(json.as_str())),
     );
-    (shared.stream_key(route), args)
+    args
 }
