@@ -29,6 +29,16 @@ impl Drop for DeleteKeys {
     }
 }
 
+/// Asks `broker` for each route's head, as a subscription does before it goes live: the
+/// node hands over everything after it (pub/sub alone may drop what is published in the
+/// moment a node's subscriber connection takes to become effective; the head is the point a
+/// node repairs gaps from).
+async fn track_routes(broker: &Arc<RedisBroker>) {
+    for route in ROUTES {
+        broker.head(route).await.expect("head");
+    }
+}
+
 /// `count` custom events per route, published at once from `broker`, the routes interleaved
 /// (so the queue holds many short runs of one route, pipelined together).
 async fn publish_interleaved(broker: &Arc<RedisBroker>, count: usize) {
@@ -110,6 +120,8 @@ async fn many_publishes_over_several_routes_keep_each_routes_order_on_every_node
     let _cleanup = DeleteKeys(redis_url(), options.key_prefix.clone());
     let mut on_sender = sender.messages();
     let mut on_other = other.messages();
+    track_routes(&sender).await;
+    track_routes(&other).await;
     let count = 400;
     publish_interleaved(&sender, count).await;
     for rx in [&mut on_sender, &mut on_other] {
@@ -125,6 +137,7 @@ async fn publishing_goes_on_after_redis_forgets_the_script() {
     let sender = connect_broker(&server.url(), options.clone()).await;
     let other = connect_broker(&server.url(), options).await;
     let mut on_other = other.messages();
+    track_routes(&other).await;
     publish_interleaved(&sender, 5).await;
     receive(&mut on_other, 5 * ROUTES.len()).await;
 
