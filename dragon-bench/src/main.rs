@@ -22,6 +22,7 @@
 
 mod brokers;
 mod clients;
+mod driver_floor;
 mod likes;
 mod pin;
 mod presence;

@@ -252,6 +252,16 @@ pub async fn measure(settings: &Settings, scenario: Scenario, system: System) ->
         }
         Shape::Idle { connections } => idle(system, connections, pin),
         Shape::Writes { seconds } => {
+            if system == System::Reference {
+                let per_sec =
+                    crate::driver_floor::writes_per_sec(Duration::from_secs(seconds.max(1))).await;
+                eprintln!("{label}: the driver alone, {per_sec:.0} transactions/s");
+                return Outcome {
+                    cell: Cell::Writes(per_sec),
+                    problem: None,
+                    cpu_per_delivery: None,
+                };
+            }
             if system != System::Sqlite {
                 return Outcome::default();
             }

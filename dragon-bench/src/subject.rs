@@ -287,14 +287,22 @@ pub async fn write_rate(seconds: Duration) -> Writes {
         }
         (n, last)
     });
+    // The writer runs as a task on the runtime, as a model router's write does in an app
+    // (not on the thread blocked in `block_on`, which would add a thread hop per statement).
+    let db = subject.db.clone();
     let start = Instant::now();
-    let mut committed = 0u64;
-    while start.elapsed() < seconds {
-        insert(&subject.db, 1, format!("change {committed}"))
-            .await
-            .expect("insert");
-        committed += 1;
-    }
+    let committed = tokio::spawn(async move {
+        let mut committed = 0u64;
+        while start.elapsed() < seconds {
+            insert(&db, 1, format!("change {committed}"))
+                .await
+                .expect("insert");
+            committed += 1;
+        }
+        committed
+    })
+    .await
+    .expect("writer");
     let wrote = Instant::now();
     let per_sec = committed as f64 / (wrote - start).as_secs_f64();
     let (published, last) = counter.await.expect("counter");

@@ -44,8 +44,10 @@ pub(crate) fn test_budget() -> Budget {
 
 /// The most dispatch workers a hub starts (one per core up to this).
 const MAX_WORKERS: usize = 16;
-/// The most messages dispatched together.
-const RUN: usize = 1024;
+/// The most messages dispatched together. A burst taken in one run reaches each connection
+/// as one batch (one socket write); at 1,024 a burst of 2,000 changes over 500 filters cost
+/// 9% more writes. A run holds its route's lock while it is matched (a few ms at this size).
+const RUN: usize = 4096;
 
 /// A subscription's hub-wide key.
 pub type SubKey = u64;
