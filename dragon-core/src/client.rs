@@ -1,10 +1,16 @@
 //! A Rust client for the Dragon protocol (tokio-tungstenite): calls and live subscriptions.
 //!
-//! ```ignore
+//! ```no_run
+//! # use dragon_core::client::{Client, ClientError};
+//! # use serde_json::json;
+//! # async fn demo() -> Result<(), ClientError> {
 //! let client = Client::connect("ws://127.0.0.1:8000/ws").await?;
 //! let items = client.call("todo-item", "get_list", json!({"filter": {"list_id": 1}})).await?;
 //! let mut sub = client.subscribe("todo-item", json!({"filter": {"list_id": 1}})).await?;
 //! while let Some(event) = sub.next().await { println!("{} {:?}", event.event, event.data); }
+//! # let _ = items;
+//! # Ok(())
+//! # }
 //! ```
 
 use std::collections::HashMap;

@@ -69,6 +69,7 @@ pub struct LimitsDoc;
 /// What the derive's generated code names; not for direct use.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::model::published_value;
     pub use async_trait::async_trait;
     pub use sea_orm;
     pub use serde_json;

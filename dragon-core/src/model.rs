@@ -42,6 +42,18 @@ pub trait Publish: ModelTrait + Clone + Send + Sync + 'static {
     fn to_published(&self) -> Map<String, Value>;
 }
 
+/// A published field's JSON value, for the derive's `to_published`. A value whose `Serialize`
+/// fails (a map with keys that are not text, a custom impl's error) is published as `null`
+/// and the failure logged with the route and the field, so it is never silent.
+#[doc(hidden)]
+pub fn published_value<T: serde::Serialize + ?Sized>(route: &str, field: &str, value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or_else(|err| {
+        tracing::error!(%route, field, error = %err,
+            "a published field could not be serialized; clients get null");
+        Value::Null
+    })
+}
+
 /// Your own save and delete logic beside Dragon's. Every method defaults to doing nothing;
 /// implement the trait yourself and mark the model `#[dragon(hooks)]` to use it.
 #[async_trait::async_trait]
@@ -273,4 +285,32 @@ pub async fn publish_updated<M: Publish>(before: &M, after: &M) {
 /// Publishes `deleted` for a row removed without hooks (e.g. `delete_many`).
 pub async fn publish_deleted<M: Publish>(model: &M) {
     publish::emit(M::ROUTE, Message::deleted(model.to_published())).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::{Value, json};
+
+    use super::published_value;
+
+    #[test]
+    fn a_field_is_published_as_its_json_value() {
+        assert_eq!(published_value("todo-item", "text", "milk"), json!("milk"));
+        assert_eq!(
+            published_value("todo-item", "tags", &["a", "b"]),
+            json!(["a", "b"])
+        );
+    }
+
+    #[test]
+    fn a_field_that_cannot_be_serialized_is_published_as_null() {
+        // JSON object keys must be text: a map keyed by byte vectors has no JSON form.
+        let unrepresentable = BTreeMap::from([(vec![1u8, 2], 1)]);
+        assert_eq!(
+            published_value("todo-item", "odd", &unrepresentable),
+            Value::Null
+        );
+    }
 }

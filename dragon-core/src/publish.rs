@@ -64,11 +64,30 @@ pub type TxnFuture<'c, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send 
 /// Runs `callback` in a database transaction whose model changes are published only after it
 /// commits, and not at all if it rolls back. Nested calls publish with the outermost commit.
 ///
-/// ```ignore
+/// ```no_run
+/// # mod todo_item {
+/// #     use sea_orm::entity::prelude::*;
+/// #     use serde::{Deserialize, Serialize};
+/// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize, dragon_core::DragonModel)]
+/// #     #[sea_orm(table_name = "todo_item")]
+/// #     #[dragon(route = "todo-item")]
+/// #     pub struct Model {
+/// #         #[sea_orm(primary_key)]
+/// #         pub id: i64,
+/// #         pub text: String,
+/// #     }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// #     pub enum Relation {}
+/// # }
+/// # use sea_orm::{ActiveModelTrait, Set};
+/// # async fn save(db: sea_orm::DatabaseConnection) -> Result<(), Box<dyn std::error::Error>> {
+/// let item = todo_item::ActiveModel { text: Set("milk".into()), ..Default::default() };
 /// dragon_core::transaction(&db, |txn| Box::pin(async move {
 ///     item.insert(txn).await?;
 ///     Ok::<_, sea_orm::DbErr>(())
 /// })).await?;
+/// # Ok(())
+/// # }
 /// ```
 pub async fn transaction<C, F, T, E>(db: &C, callback: F) -> Result<T, TransactionError<E>>
 where

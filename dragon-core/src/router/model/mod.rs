@@ -279,10 +279,28 @@ where
     /// refused (`unauthenticated` to anonymous callers, `forbidden` to users): deny by
     /// default. `unsubscribe` is always allowed.
     ///
-    /// ```ignore
+    /// ```no_run
+    /// # mod todo_item {
+    /// #     use sea_orm::entity::prelude::*;
+    /// #     use serde::{Deserialize, Serialize};
+    /// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize, dragon_core::DragonModel)]
+    /// #     #[sea_orm(table_name = "todo_item")]
+    /// #     #[dragon(route = "todo-item")]
+    /// #     pub struct Model {
+    /// #         #[sea_orm(primary_key)]
+    /// #         pub id: i64,
+    /// #         pub text: String,
+    /// #     }
+    /// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    /// #     pub enum Relation {}
+    /// # }
+    /// # use dragon_core::prelude::*;
+    /// # fn routes(db: DatabaseConnection) -> ModelRouter<todo_item::Model> {
+    /// # let router = ModelRouter::<todo_item::Model>::new(db);
     /// router
     ///     .permit(&Verb::READ, Rule::Anyone)
     ///     .permit(&Verb::WRITE, Rule::user(|u| u["staff"] == true))
+    /// # }
     /// ```
     pub fn permit(mut self, verbs: &[Verb], rule: Rule) -> Self {
         self.verb_rules
