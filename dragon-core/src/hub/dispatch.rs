@@ -10,10 +10,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::ws::Utf8Bytes;
+
 use super::Hub;
 use super::frame::{self, Prepared, Slot, classify};
 use super::outbox::{Frames, Outbound, Outbox};
-use super::route::{GroupId, RouteState};
+use super::route::{Group, GroupId, RouteState, Sub};
 use crate::broker::{Envelope, Message};
 
 /// One connection's share of a message: a frame kind and the subscriptions it names.
@@ -25,6 +27,179 @@ struct Hit {
 
 fn is_gap(env: &Envelope) -> bool {
     matches!(*env.message, Message::Gap)
+}
+
+/// A run being fanned out: its messages (repeats dropped), their frames, built once each,
+/// and what was delivered or held back.
+struct Run<'a> {
+    live: Vec<&'a Envelope>,
+    prepared: Vec<Prepared<'a>>,
+    /// For each message, the connection a custom event skips (its sender's), if any.
+    except: Vec<Option<&'a Arc<str>>>,
+    excepting: bool,
+    /// Connections reached per message, and frames that joined a backlog instead.
+    delivered: Vec<usize>,
+    held: u64,
+    /// Frames sent one by one after the batches (connections with several subscriptions
+    /// here, and those a message skips), one per connection, message and kind.
+    hits: Vec<(usize, Hit)>,
+    seen: HashMap<(u64, usize, Slot), usize>,
+}
+
+impl<'a> Run<'a> {
+    fn new(live: Vec<&'a Envelope>) -> Self {
+        let prepared = live.iter().map(|&e| Prepared::new(e)).collect();
+        let except: Vec<Option<&Arc<str>>> = live
+            .iter()
+            .map(|&e| match &*e.message {
+                Message::Custom { except, .. } => except.as_ref(),
+                _ => None,
+            })
+            .collect();
+        Run {
+            excepting: except.iter().any(Option::is_some),
+            delivered: vec![0; live.len()],
+            live,
+            prepared,
+            except,
+            held: 0,
+            hits: Vec::new(),
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Which messages may concern each group, in order.
+    fn concerns(&self, st: &RouteState) -> HashMap<GroupId, Vec<usize>> {
+        let mut concerns: HashMap<GroupId, Vec<usize>> = HashMap::new();
+        for (i, env) in self.live.iter().enumerate() {
+            for gid in st.candidates(&env.message) {
+                concerns.entry(gid).or_default().push(i);
+            }
+        }
+        concerns
+    }
+
+    /// Queues one group's share of the run: a joining member buffers every message it may
+    /// concern; the others get the frames of the messages their filter matches.
+    fn fan_out(&mut self, group: &mut Group, idxs: &[usize]) {
+        let items: Vec<(usize, Slot)> = idxs
+            .iter()
+            .filter_map(|&i| {
+                let slot = classify(&group.filter, &self.live[i].message)?;
+                self.prepared[i].worth_sending(slot).then_some((i, slot))
+            })
+            .collect();
+        if items.is_empty() && group.joining == 0 {
+            return;
+        }
+        // The run's frames for each subscription id in the group (most share one).
+        let mut batches: Vec<(Arc<str>, Arc<Frames>, usize)> = Vec::new();
+        for sub in &mut group.members {
+            if let Some(joining) = &mut sub.joining {
+                joining.extend(idxs.iter().map(|&i| self.live[i].clone()));
+                continue;
+            }
+            if items.is_empty() {
+                continue;
+            }
+            if sub.shared_conn || self.excepting && items.iter().any(|&(i, _)| self.skips(i, sub)) {
+                self.queue_hits(sub, &items);
+            } else if let [(i, slot)] = items[..] {
+                let ids = std::slice::from_ref(&sub.id);
+                let frame = self.prepared[i].frame(slot, ids);
+                self.send(&sub.outbox, frame, i, slot, ids);
+            } else {
+                self.send_batch(sub, &items, &mut batches);
+            }
+        }
+        for (_, _, members) in batches {
+            for &(i, _) in &items {
+                self.delivered[i] += members;
+            }
+        }
+    }
+
+    /// Whether message `i` skips `sub`'s connection.
+    fn skips(&self, i: usize, sub: &Sub) -> bool {
+        self.except[i].is_some_and(|c| sub.outbox.conn() == Some(c))
+    }
+
+    /// Frame by frame: a connection with several subscriptions here gets one frame per
+    /// message naming all of them; a message that skips this connection is left out.
+    fn queue_hits(&mut self, sub: &Sub, items: &[(usize, Slot)]) {
+        for &(i, slot) in items {
+            if self.skips(i, sub) {
+                continue;
+            }
+            match self.seen.entry((sub.outbox.id(), i, slot)) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    self.hits[*e.get()].1.ids.push(sub.id.clone())
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.hits.len());
+                    let hit = Hit {
+                        outbox: sub.outbox.clone(),
+                        slot,
+                        ids: vec![sub.id.clone()],
+                    };
+                    self.hits.push((i, hit));
+                }
+            }
+        }
+    }
+
+    /// The run's frames for `sub` as one batch, shared with every member of the group with
+    /// the same subscription id (built by the first of them).
+    fn send_batch(
+        &mut self,
+        sub: &Sub,
+        items: &[(usize, Slot)],
+        batches: &mut Vec<(Arc<str>, Arc<Frames>, usize)>,
+    ) {
+        let ids = std::slice::from_ref(&sub.id);
+        let same = |(id, _, _): &(Arc<str>, _, _)| Arc::ptr_eq(id, &sub.id) || *id == sub.id;
+        let at = match batches.iter().position(same) {
+            Some(at) => at,
+            None => {
+                let frames = items
+                    .iter()
+                    .map(|&(i, slot)| self.prepared[i].frame(slot, ids))
+                    .collect();
+                batches.push((sub.id.clone(), Arc::new(Frames::new(frames)), 0));
+                batches.len() - 1
+            }
+        };
+        let (_, frames, members) = &mut batches[at];
+        if sub.outbox.send_frames(frames) {
+            *members += 1;
+            return;
+        }
+        // Behind: each frame joins the backlog (or queues) on its own.
+        for (frame, &(i, slot)) in frames.iter().zip(items) {
+            self.send(&sub.outbox, frame.clone(), i, slot, ids);
+        }
+    }
+
+    /// Queues one frame of message `i` and counts it as delivered or held.
+    fn send(&mut self, outbox: &Outbox, frame: Utf8Bytes, i: usize, slot: Slot, ids: &[Arc<str>]) {
+        if outbox.send_event(frame, self.live[i], slot, ids) {
+            self.delivered[i] += 1;
+        } else {
+            self.held += 1;
+        }
+    }
+
+    /// The frames of [`Run::queue_hits`]: per connection in message order, a connection's
+    /// frames for one message in one order, whichever group came first.
+    fn send_hits(&mut self) {
+        let mut hits = std::mem::take(&mut self.hits);
+        hits.sort_by_key(|(i, h)| (*i, h.outbox.id(), h.slot));
+        for (i, mut hit) in hits {
+            hit.ids.sort_unstable();
+            let frame = self.prepared[i].frame(hit.slot, &hit.ids);
+            self.send(&hit.outbox, frame, i, hit.slot, &hit.ids);
+        }
+    }
 }
 
 impl Hub {
@@ -59,139 +234,23 @@ impl Hub {
             }
             live.push(env);
         }
-        let mut prepared: Vec<Prepared> = live.iter().map(|e| Prepared::new(e)).collect();
-        // Custom events that skip one connection (its own).
-        let except: Vec<Option<&Arc<str>>> = live
-            .iter()
-            .map(|e| match &*e.message {
-                Message::Custom { except, .. } => except.as_ref(),
-                _ => None,
-            })
-            .collect();
-        let excepting = except.iter().any(Option::is_some);
-        // Which messages may concern each group, in order.
-        let mut concerns: HashMap<GroupId, Vec<usize>> = HashMap::new();
-        for (i, env) in live.iter().enumerate() {
-            for gid in st.candidates(&env.message) {
-                concerns.entry(gid).or_default().push(i);
+        let mut run = Run::new(live);
+        for (gid, idxs) in run.concerns(&st) {
+            if let Some(group) = st.group_mut(gid) {
+                run.fan_out(group, &idxs);
             }
         }
-        let mut delivered = vec![0usize; live.len()];
-        let mut held = 0;
-        // Frames sent one by one, after the batches (different connections).
-        let mut hits: Vec<(usize, Hit)> = Vec::new();
-        let mut seen: HashMap<(u64, usize, Slot), usize> = HashMap::new();
-        for (gid, idxs) in concerns {
-            let Some(group) = st.group_mut(gid) else {
-                continue;
-            };
-            let items: Vec<(usize, Slot)> = idxs
-                .iter()
-                .filter_map(|&i| {
-                    let slot = classify(&group.filter, &live[i].message)?;
-                    prepared[i].worth_sending(slot).then_some((i, slot))
-                })
-                .collect();
-            if items.is_empty() && group.joining == 0 {
-                continue;
-            }
-            // The run's frames for each subscription id in the group (most share one).
-            let mut batches: Vec<(Arc<str>, Arc<Frames>, usize)> = Vec::new();
-            for sub in &mut group.members {
-                if let Some(joining) = &mut sub.joining {
-                    joining.extend(idxs.iter().map(|&i| live[i].clone()));
-                    continue;
-                }
-                if items.is_empty() {
-                    continue;
-                }
-                let skips = |i: usize| except[i].is_some_and(|c| sub.outbox.conn() == Some(c));
-                // Frame by frame: connections with several subscriptions here (one frame per
-                // message naming all of theirs), and those a message skips.
-                if sub.shared_conn || excepting && items.iter().any(|&(i, _)| skips(i)) {
-                    for &(i, slot) in items.iter().filter(|&&(i, _)| !skips(i)) {
-                        match seen.entry((sub.outbox.id(), i, slot)) {
-                            std::collections::hash_map::Entry::Occupied(e) => {
-                                hits[*e.get()].1.ids.push(sub.id.clone())
-                            }
-                            std::collections::hash_map::Entry::Vacant(e) => {
-                                e.insert(hits.len());
-                                let hit = Hit {
-                                    outbox: sub.outbox.clone(),
-                                    slot,
-                                    ids: vec![sub.id.clone()],
-                                };
-                                hits.push((i, hit));
-                            }
-                        }
-                    }
-                    continue;
-                }
-                let ids = std::slice::from_ref(&sub.id);
-                if let [(i, slot)] = items[..] {
-                    let frame = prepared[i].frame(slot, ids);
-                    if sub.outbox.send_event(frame, live[i], slot, ids) {
-                        delivered[i] += 1;
-                    } else {
-                        held += 1;
-                    }
-                    continue;
-                }
-                let same =
-                    |(id, _, _): &(Arc<str>, _, _)| Arc::ptr_eq(id, &sub.id) || *id == sub.id;
-                let at = match batches.iter().position(same) {
-                    Some(at) => at,
-                    None => {
-                        let frames = items
-                            .iter()
-                            .map(|&(i, slot)| prepared[i].frame(slot, ids))
-                            .collect();
-                        batches.push((sub.id.clone(), Arc::new(Frames::new(frames)), 0));
-                        batches.len() - 1
-                    }
-                };
-                let (_, frames, members) = &mut batches[at];
-                if sub.outbox.send_frames(frames) {
-                    *members += 1;
-                    continue;
-                }
-                // Behind: each frame joins the backlog (or queues) on its own.
-                for (frame, &(i, slot)) in frames.iter().zip(&items) {
-                    if sub.outbox.send_event(frame.clone(), live[i], slot, ids) {
-                        delivered[i] += 1;
-                    } else {
-                        held += 1;
-                    }
-                }
-            }
-            for (_, _, members) in batches {
-                for &(i, _) in &items {
-                    delivered[i] += members;
-                }
-            }
-        }
-        // Per connection in message order; a connection's frames for one message in one
-        // order, whichever group came first.
-        hits.sort_by_key(|(i, h)| (*i, h.outbox.id(), h.slot));
-        for (i, mut hit) in hits {
-            hit.ids.sort_unstable();
-            let frame = prepared[i].frame(hit.slot, &hit.ids);
-            if hit.outbox.send_event(frame, live[i], hit.slot, &hit.ids) {
-                delivered[i] += 1;
-            } else {
-                held += 1;
-            }
-        }
+        run.send_hits();
         // Announced once the frames are queued: a writer waiting for its change to be
         // relayed answers after the event.
-        for env in &live {
+        for env in &run.live {
             bump_version(&mut st, env);
         }
         drop(st);
-        if held > 0 {
-            self.metrics.backlogged(held);
+        if run.held > 0 {
+            self.metrics.backlogged(run.held);
         }
-        for (env, n) in live.iter().zip(delivered) {
+        for (env, n) in run.live.iter().zip(run.delivered) {
             self.metrics.delivered(n as u64, env.published_ms);
         }
     }
