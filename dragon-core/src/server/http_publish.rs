@@ -67,91 +67,24 @@ pub(super) async fn publish(
     body: Body,
 ) -> Response {
     let inner = &dragon.inner;
-    let Some(secret) = inner.publish_secret.as_deref() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "HTTP publishing is disabled (no publish secret configured)",
-        );
-    };
-    if !bearer(&headers).is_some_and(|t| same_secret(t, secret.as_bytes())) {
-        let mut resp = error(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "a valid `Authorization: Bearer <publish secret>` header is required",
-        );
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return resp;
-    }
-    let limit = inner.limits.max_frame;
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "bad_request",
-            format!("the body is larger than {limit} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return too_large();
-    }
-    let Ok(bytes) = to_bytes(body, limit).await else {
-        return too_large();
-    };
-    let parsed: PublishBody = match serde_json::from_slice(&bytes) {
-        Ok(b) => b,
-        Err(err) => {
-            return error(
+    let checked = async {
+        authorize(inner.publish_secret.as_deref(), &headers)?;
+        let body = read_body(&headers, body, inner.limits.max_frame).await?;
+        if !inner.routers.contains_key(&body.route) {
+            return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("the body must be {{\"route\", \"event\", \"data\"}}: {err}"),
-            );
+                "unknown_route",
+                format!("no router named {:?}", body.route),
+            ));
         }
+        let (event, data) = event_of(body.event, body.data)?;
+        Ok((body.route, Message::custom(event, data)))
     };
-    if !inner.routers.contains_key(&parsed.route) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "unknown_route",
-            format!("no router named {:?}", parsed.route),
-        );
-    }
-    let event = parsed.event;
-    if event.is_empty() || event.len() > MAX_EVENT_LEN || event.chars().any(char::is_control) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("event must be a name of 1 to {MAX_EVENT_LEN} characters"),
-        );
-    }
-    if RESERVED_EVENTS.contains(&event.as_str()) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("the event name {event:?} is reserved for Dragon's own events"),
-        );
-    }
-    let data = match parsed.data {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(Value::Object(o)) => Value::Object(o),
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "data must be a JSON object",
-            );
-        }
+    let (route, message) = match checked.await {
+        Ok(publish) => publish,
+        Err(refusal) => return refusal.into_response(),
     };
-    match inner
-        .broker
-        .publish(&parsed.route, Message::custom(event, data))
-        .await
-    {
+    match inner.broker.publish(&route, message).await {
         Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({"ok": true}))).into_response(),
         Err(BrokerError::Unavailable(msg)) => {
             tracing::warn!(error = %msg, "HTTP publish: broker unavailable");
@@ -169,5 +102,142 @@ pub(super) async fn publish(
                 "internal server error",
             )
         }
+    }
+}
+
+/// Why a publish is refused: its status and the code and message of the error body.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Refusal::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut resp = error(self.status, self.code, self.message);
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+/// 404 while no secret is configured; 401 (with `WWW-Authenticate`) without the right one.
+fn authorize(secret: Option<&str>, headers: &HeaderMap) -> Result<(), Refusal> {
+    let Some(secret) = secret else {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "HTTP publishing is disabled (no publish secret configured)",
+        ));
+    };
+    if bearer(headers).is_some_and(|t| same_secret(t, secret.as_bytes())) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "a valid `Authorization: Bearer <publish secret>` header is required",
+    ))
+}
+
+/// The body, at most `limit` bytes (413 past it, refused from `Content-Length` before
+/// reading when declared), as `{"route", "event", "data"}` (400 otherwise).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<PublishBody, Refusal> {
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_request",
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = to_bytes(body, limit).await.map_err(|_| too_large())?;
+    serde_json::from_slice(&bytes).map_err(|err| {
+        Refusal::bad_request(format!(
+            "the body must be {{\"route\", \"event\", \"data\"}}: {err}"
+        ))
+    })
+}
+
+/// The event's name (1 to [`MAX_EVENT_LEN`] characters, no control characters, none of
+/// Dragon's own) and its data (an object; none or `null` is `{}`), or a 400.
+fn event_of(event: String, data: Option<Value>) -> Result<(String, Value), Refusal> {
+    if event.is_empty() || event.len() > MAX_EVENT_LEN || event.chars().any(char::is_control) {
+        return Err(Refusal::bad_request(format!(
+            "event must be a name of 1 to {MAX_EVENT_LEN} characters"
+        )));
+    }
+    if RESERVED_EVENTS.contains(&event.as_str()) {
+        return Err(Refusal::bad_request(format!(
+            "the event name {event:?} is reserved for Dragon's own events"
+        )));
+    }
+    match data {
+        None | Some(Value::Null) => Ok((event, Value::Object(Map::new()))),
+        Some(Value::Object(o)) => Ok((event, Value::Object(o))),
+        Some(_) => Err(Refusal::bad_request("data must be a JSON object")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+
+    use super::authorize;
+
+    fn with_auth(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().expect("header value"));
+        headers
+    }
+
+    #[test]
+    fn a_wrong_or_missing_secret_is_answered_401_with_a_bearer_challenge() {
+        for headers in [
+            HeaderMap::new(),
+            with_auth("Bearer nope"),
+            with_auth("Basic s3cret"),
+        ] {
+            let resp = authorize(Some("s3cret"), &headers)
+                .expect_err("refused")
+                .into_response();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        }
+        assert!(authorize(Some("s3cret"), &with_auth("bearer s3cret")).is_ok());
+    }
+
+    #[test]
+    fn without_a_secret_publishing_is_not_found_and_asks_for_nothing() {
+        let resp = authorize(None, &with_auth("Bearer s3cret"))
+            .expect_err("disabled")
+            .into_response();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert!(resp.headers().get(header::WWW_AUTHENTICATE).is_none());
     }
 }
