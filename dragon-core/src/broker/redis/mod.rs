@@ -177,56 +177,53 @@ pub struct RedisStats {
     pub lost: u64,
 }
 
-/// A [`Broker`] on Redis streams and one pub/sub channel. See the module docs.
-pub struct RedisBroker {
-    shared: Arc<Shared>,
-    subscriber: SubscriberClient,
-    tasks: Vec<JoinHandle<()>>,
+/// The command pool and the subscriber connection, both connected within
+/// `options.connect_timeout`.
+async fn connections(
+    url: &str,
+    options: &RedisOptions,
+) -> Result<(Pool, SubscriberClient), BrokerError> {
+    let config = Config::from_url(url).map_err(|e| BrokerError::Other(e.to_string()))?;
+    let mut builder = Builder::from_config(config);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = options.connect_timeout;
+            c.internal_command_timeout = options.command_timeout;
+            // A command cut off by a disconnection fails instead of being written again:
+            // a re-sent publish could be added to the stream twice.
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = options.command_timeout;
+            // Command connections receive no messages: small broadcast buffers (each
+            // slot of fred's buffers costs memory on every client).
+            p.broadcast_channel_capacity = 32;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
+    let pool = builder
+        .build_pool(COMMAND_CONNECTIONS)
+        .map_err(unavailable)?;
+    builder.with_performance_config(|p| {
+        p.broadcast_channel_capacity = options.receive_buffer.max(1);
+    });
+    let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
+    let limit = options.connect_timeout;
+    let timed_out = || BrokerError::Unavailable(format!("could not reach Redis within {limit:?}"));
+    tokio::time::timeout(limit, pool.init())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(unavailable)?;
+    tokio::time::timeout(limit, subscriber.init())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(unavailable)?;
+    Ok((pool, subscriber))
 }
 
-impl RedisBroker {
-    /// Connects (both the command and the subscriber connection) and starts receiving.
-    /// Fails if Redis cannot be reached within `options.connect_timeout`.
-    pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisBroker, BrokerError> {
-        let config = Config::from_url(url).map_err(|e| BrokerError::Other(e.to_string()))?;
-        let mut builder = Builder::from_config(config);
-        builder
-            .with_connection_config(|c| {
-                c.connection_timeout = options.connect_timeout;
-                c.internal_command_timeout = options.command_timeout;
-                // A command cut off by a disconnection fails instead of being written again:
-                // a re-sent publish could be added to the stream twice.
-                c.max_command_attempts = 1;
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = options.command_timeout;
-                // Command connections receive no messages: small broadcast buffers (each
-                // slot of fred's buffers costs memory on every client).
-                p.broadcast_channel_capacity = 32;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
-        let pool = builder
-            .build_pool(COMMAND_CONNECTIONS)
-            .map_err(unavailable)?;
-        builder.with_performance_config(|p| {
-            p.broadcast_channel_capacity = options.receive_buffer.max(1);
-        });
-        let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
-        let limit = options.connect_timeout;
-        let timed_out =
-            || BrokerError::Unavailable(format!("could not reach Redis within {limit:?}"));
-        tokio::time::timeout(limit, pool.init())
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(unavailable)?;
-        tokio::time::timeout(limit, subscriber.init())
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(unavailable)?;
-
+impl Shared {
+    fn new(pool: Pool, jobs: mpsc::UnboundedSender<batch::Job>, options: &RedisOptions) -> Self {
         let prefix = options.key_prefix.clone();
-        let (jobs, job_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
+        Shared {
             pool,
             script: Script::from_lua(PUBLISH_LUA),
             batch_script: batch::script(),
@@ -243,23 +240,34 @@ impl RedisBroker {
             senders: Mutex::new(Vec::new()),
             stats: Stats::default(),
             presence: presence::PresenceState::new(&options.key_prefix, options.presence_timeout),
-        });
-        shared
-            .script
-            .load(shared.client())
-            .await
-            .map_err(unavailable)?;
-        shared
-            .batch_script
-            .load(shared.client())
-            .await
-            .map_err(unavailable)?;
-        shared
-            .presence
-            .script()
-            .load(shared.client())
-            .await
-            .map_err(unavailable)?;
+        }
+    }
+
+    /// Loads the publish, batch and presence scripts into Redis (if Redis loses them later,
+    /// the calls load them again themselves).
+    async fn load_scripts(&self) -> Result<(), BrokerError> {
+        for script in [&self.script, &self.batch_script, self.presence.script()] {
+            script.load(self.client()).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}
+
+/// A [`Broker`] on Redis streams and one pub/sub channel. See the module docs.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    subscriber: SubscriberClient,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RedisBroker {
+    /// Connects (both the command and the subscriber connection) and starts receiving.
+    /// Fails if Redis cannot be reached within `options.connect_timeout`.
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisBroker, BrokerError> {
+        let (pool, subscriber) = connections(url, &options).await?;
+        let (jobs, job_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::new(pool, jobs, &options));
+        shared.load_scripts().await?;
         let publisher = tokio::spawn(batch::run(shared.clone(), job_rx));
 
         // Receivers first, so nothing published after the SUBSCRIBE below is missed.
