@@ -23,12 +23,25 @@ use crate::error::Error;
 #[serde(tag = "revoke", rename_all = "snake_case")]
 pub enum Revoke {
     /// Every connection whose user object has `field` equal to `value` (say `id`, 7).
-    User { field: String, value: Value },
+    User {
+        /// The user object's field to match (say `id`).
+        field: String,
+        /// The value that field must equal for a connection to lose its access.
+        value: Value,
+    },
     /// One connection, by the id its `hello` gave.
-    Connection { conn: String },
+    Connection {
+        /// The connection's id, as its `hello` event's `conn` gave it.
+        conn: String,
+    },
     /// One object of a route: subscriptions that name it by id end; every other
     /// subscription of the route is told to reload (`resync`), under the rules that hold now.
-    Object { route: String, id: Value },
+    Object {
+        /// The route that serves the object.
+        route: String,
+        /// The object's primary key, as published in its `id`.
+        id: Value,
+    },
 }
 
 impl Revoke {
@@ -47,7 +60,10 @@ pub const SESSION_COOKIE: &str = "dragon_session";
 /// Who a connection is, and until when (`None`: no expiry).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
+    /// The user object: what `whoami` answers and `hello` announces.
     pub user: Value,
+    /// When the identity stops being valid (a token's `exp`); a grace period after it, the
+    /// connection closes with 4003 unless `dragon.auth` renewed it.
     pub expires_at: Option<SystemTime>,
 }
 

@@ -28,14 +28,21 @@ use crate::protocol::{CloseCode, ErrorBody, Event, Output, Reply, RequestId, Ser
 /// What a client call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The WebSocket could not be opened; the message says why.
     #[error("connect failed: {0}")]
     Connect(String),
+    /// The connection closed before the reply (or the `hello`) came, or before the request could be
+    /// sent.
     #[error("the connection is closed")]
     Closed,
+    /// No reply (or `hello`) came within the given time; the call is abandoned.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// The server answered with a failure reply; this is its `error`.
     #[error("{}: {}", .0.code.as_str(), .0.message)]
     Server(ErrorBody),
+    /// The server sent a frame this client did not expect (no `hello` first, a reply without
+    /// `sub`).
     #[error("unexpected frame: {0}")]
     Protocol(String),
 }
@@ -60,6 +67,7 @@ pub struct Client {
 
 /// A live subscription: its reply data and its events.
 pub struct Subscription {
+    /// The subscription's id (the reply's `sub`), as listed in its events' `subs`.
     pub id: String,
     /// The subscribe reply's data (`sub`, `position`, `recovered`, `items`).
     pub reply: Value,

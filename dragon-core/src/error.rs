@@ -14,24 +14,40 @@ pub type FieldErrors = BTreeMap<String, Vec<String>>;
 /// in [`Error::to_body`]; nothing else decides codes.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The request or its arguments were malformed; the message says how (`bad_request`).
     #[error("{0}")]
     BadRequest(String),
+    /// No router serves the named route (`unknown_route`).
     #[error("no route named {0:?}")]
     UnknownRoute(String),
+    /// The route's router does not offer the verb (`unknown_verb`).
     #[error("route {route:?} has no verb {verb:?}")]
-    UnknownVerb { route: String, verb: String },
+    UnknownVerb {
+        /// The route the request named.
+        route: String,
+        /// The verb that route's router does not offer.
+        verb: String,
+    },
+    /// No such object, or one the caller may not see (`not_found`).
     #[error("not found")]
     NotFound,
+    /// The data was refused; the field messages are sent as `details` (`validation`).
     #[error("the data was refused")]
     Validation(FieldErrors),
+    /// The verb needs a logged-in user and there is none (`unauthenticated`).
     #[error("this needs a logged-in user")]
     Unauthenticated,
+    /// The user may not do this; the message says what (`forbidden`).
     #[error("{0}")]
     Forbidden(String),
+    /// A uniqueness or concurrency conflict (`conflict`).
     #[error("{0}")]
     Conflict(String),
+    /// A per-connection limit was reached: requests in flight or subscriptions (`rate_limited`).
     #[error("{0}")]
     RateLimited(String),
+    /// A backing service (database, broker) is down; the message is logged, clients see a generic
+    /// text (`unavailable`).
     #[error("a backing service is unavailable: {0}")]
     Unavailable(String),
     /// The message is for the log only; clients see a generic text.
@@ -40,6 +56,7 @@ pub enum Error {
 }
 
 impl Error {
+    /// A `bad_request` error whose message tells the client what was wrong.
     pub fn bad_request(msg: impl Into<String>) -> Self {
         Error::BadRequest(msg.into())
     }
@@ -60,6 +77,7 @@ impl Error {
         Error::Validation(errors)
     }
 
+    /// The protocol code this error is sent with.
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::BadRequest(_) => ErrorCode::BadRequest,
@@ -133,4 +151,5 @@ pub fn arg<'a>(args: &'a Value, name: &str) -> Result<&'a Value, Error> {
         .ok_or_else(|| Error::bad_request(format!("missing argument {name:?}")))
 }
 
+/// A result whose error defaults to Dragon's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

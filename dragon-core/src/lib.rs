@@ -6,9 +6,10 @@
 //!
 //! The pieces, one module each: [`protocol`] (wire types), [`filter`] (one predicate for
 //! queries and live matching), [`model`] and [`publish`] (self-publishing models),
-//! [`router`] (verbs), [`hub`] (subscriptions and fan-out), [`broker`] (between nodes),
+//! [`router`] (verbs), `hub` (subscriptions and fan-out, internal), [`broker`] (between nodes),
 //! [`presence`] (who is on each key, live), [`server`] (axum) and [`client`] (Rust client).
 
+#![warn(missing_docs)]
 pub mod auth;
 pub mod broker;
 pub mod changelog;

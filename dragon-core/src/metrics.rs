@@ -26,6 +26,8 @@ pub const OTHER: &str = "other";
 /// Upper bounds (ms) of the delivery latency histogram's buckets.
 const BUCKETS_MS: [u64; 11] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000];
 
+/// The wall-clock time in Unix milliseconds (0 if the clock is before 1970), for commit-to-send
+/// latency.
 pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -58,6 +58,8 @@ pub fn published_value<T: serde::Serialize + ?Sized>(route: &str, field: &str, v
 /// implement the trait yourself and mark the model `#[dragon(hooks)]` to use it.
 #[async_trait::async_trait]
 pub trait ModelHooks: Publish {
+    /// Runs before an insert (`insert` is true) or an update, ahead of Dragon's hook; may change
+    /// the row, and an error refuses the write.
     async fn before_save<C: ConnectionTrait>(
         am: ActiveOf<Self>,
         _db: &C,
@@ -68,6 +70,8 @@ pub trait ModelHooks: Publish {
     {
         Ok(am)
     }
+    /// Runs after an insert or update, before Dragon records the change; the model it returns is
+    /// the one published.
     async fn after_save<C: ConnectionTrait>(
         model: Self,
         _db: &C,
@@ -75,6 +79,8 @@ pub trait ModelHooks: Publish {
     ) -> Result<Self, DbErr> {
         Ok(model)
     }
+    /// Runs before a delete, ahead of Dragon loading the row's last state; an error refuses the
+    /// delete.
     async fn before_delete<C: ConnectionTrait>(
         am: ActiveOf<Self>,
         _db: &C,
@@ -84,6 +90,7 @@ pub trait ModelHooks: Publish {
     {
         Ok(am)
     }
+    /// Runs after a delete, before Dragon records the `deleted` change.
     async fn after_delete<C: ConnectionTrait>(
         am: ActiveOf<Self>,
         _db: &C,

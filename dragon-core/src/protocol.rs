@@ -12,7 +12,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum RequestId {
+    /// An integer id, as in `"id": 7`.
     Int(i64),
+    /// A string id, as in `"id": "a1"`.
     Str(String),
 }
 
@@ -25,9 +27,14 @@ impl From<i64> for RequestId {
 /// A request frame. Unknown top-level keys are ignored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
+    /// Chosen by the client and echoed in the reply, so the two can be matched.
     pub id: RequestId,
+    /// The route (router name) the request is for, e.g. `todo-item`, or `dragon` for
+    /// connection-level verbs.
     pub route: String,
+    /// The operation on that route, e.g. `get_list` or `subscribe`.
     pub verb: String,
+    /// The verb's arguments, an object; `{}` when the frame leaves `args` out.
     #[serde(default = "empty_object")]
     pub args: Value,
 }
@@ -40,20 +47,33 @@ fn empty_object() -> Value {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    /// Not JSON, not an object, missing route or verb, wrong argument types, or a field that may
+    /// not be filtered on.
     BadRequest,
+    /// No router serves the route the request named.
     UnknownRoute,
+    /// The route's router does not offer the verb.
     UnknownVerb,
+    /// No such object, or the caller may not see it (existence is not leaked).
     NotFound,
+    /// The data was refused; `details` maps each field to its messages.
     Validation,
+    /// The verb needs a logged-in user and the connection has none.
     Unauthenticated,
+    /// The user is known but may not do this.
     Forbidden,
+    /// A uniqueness or concurrency conflict.
     Conflict,
+    /// Too many requests in flight or too many subscriptions; the connection stays open.
     RateLimited,
+    /// A server fault; the message says nothing secret, the server log has the rest.
     Internal,
+    /// A backing service (database, broker) is down; retry later.
     Unavailable,
 }
 
 impl ErrorCode {
+    /// The stable string the code has on the wire, e.g. `"rate_limited"`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
@@ -74,8 +94,12 @@ impl ErrorCode {
 /// The `error` object of a failed reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// The stable code clients branch on.
     pub code: ErrorCode,
+    /// Text for people, not for matching on; never holds internal details.
     pub message: String,
+    /// Structured extra information where the code defines it (a `validation` error's field
+    /// messages); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
 }
@@ -83,17 +107,24 @@ pub struct ErrorBody {
 /// A reply frame: exactly one per request, carrying the request's id (`null` if unreadable).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reply {
+    /// The request's id, echoed; `null` when the request's id could not be read.
     pub id: Option<RequestId>,
+    /// `true` for success (the reply has `data`), `false` for failure (it has `error`).
     pub ok: bool,
+    /// The verb's result; present only on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
+    /// Extra result information where the verb defines it (e.g. `get_list`'s paging); absent
+    /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<Value>,
+    /// What went wrong; present only on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
 }
 
 impl Reply {
+    /// A success reply to request `id`, carrying the verb's output.
     pub fn success(id: Option<RequestId>, out: Output) -> Self {
         Reply {
             id,
@@ -109,6 +140,7 @@ impl Reply {
         serde_json::to_string(self).expect("replies serialize")
     }
 
+    /// A failure reply to request `id` (`None`: the id could not be read).
     pub fn failure(id: Option<RequestId>, error: ErrorBody) -> Self {
         Reply {
             id,
@@ -123,14 +155,18 @@ impl Reply {
 /// What a verb returns on success: `data`, and `meta` where the verb defines one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {
+    /// What the reply's `data` carries.
     pub data: Value,
+    /// What the reply's `meta` carries, for verbs that define one; `None` leaves `meta` out.
     pub meta: Option<Value>,
 }
 
 impl Output {
+    /// An output with `data` only, for verbs without `meta`.
     pub fn data(data: Value) -> Self {
         Output { data, meta: None }
     }
+    /// An output with both `data` and `meta` (e.g. `get_list` with its paging).
     pub fn with_meta(data: Value, meta: Value) -> Self {
         Output {
             data,
@@ -148,15 +184,24 @@ impl From<Value> for Output {
 /// An event frame: anything the server sends that answers no request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// The event's name: `hello`, `created`, `updated`, `deleted`, `resync`, `presence`, `error`,
+    /// or a router's own.
     pub event: String,
+    /// The route the event comes from; absent on connection-level events such as `hello`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// This connection's subscriptions the event concerns, all in one frame; left out when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subs: Vec<String>,
+    /// The payload: the object of a model change, a custom event's data, the `hello` details;
+    /// absent where the event has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
+    /// On `updated`: the published fields that changed; absent on other events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed: Option<Vec<String>>,
+    /// The route's opaque position after this event, to pass as `since` when resubscribing; absent
+    /// on events outside a route's stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
     /// A model change's object version: higher is newer for the same object.
@@ -170,7 +215,9 @@ pub struct Event {
 /// Any frame a server sends, as a client reads it.
 #[derive(Debug, Clone)]
 pub enum ServerFrame {
+    /// A reply to one of the client's requests (the frame has `id`).
     Reply(Reply),
+    /// An event, answering no request (the frame has `event`).
     Event(Event),
 }
 
@@ -191,6 +238,7 @@ impl ServerFrame {
 pub struct CloseCode(pub u16);
 
 impl CloseCode {
+    /// A normal close: nothing went wrong.
     pub const NORMAL: CloseCode = CloseCode(1000);
     /// The server is going away (a deploy): reconnect, elsewhere if need be.
     pub const GOING_AWAY: CloseCode = CloseCode(1001);
@@ -234,15 +282,26 @@ impl PartialEq<u16> for CloseCode {
 /// The close codes of section 1, by name.
 pub mod close {
     use super::CloseCode;
+    /// 1000, a normal close ([`CloseCode::NORMAL`]).
     pub const NORMAL: CloseCode = CloseCode::NORMAL;
+    /// 1001, the server is going away: reconnect ([`CloseCode::GOING_AWAY`]).
     pub const GOING_AWAY: CloseCode = CloseCode::GOING_AWAY;
+    /// 1008, the page's origin is not allowed: final ([`CloseCode::POLICY`]).
     pub const POLICY: CloseCode = CloseCode::POLICY;
+    /// 1007, a text frame that was not UTF-8 ([`CloseCode::INVALID_DATA`]).
     pub const INVALID_DATA: CloseCode = CloseCode::INVALID_DATA;
+    /// 1009, a frame over the size limit ([`CloseCode::TOO_BIG`]).
     pub const TOO_BIG: CloseCode = CloseCode::TOO_BIG;
+    /// 1013, the authenticator's backend failed: reconnect later ([`CloseCode::TRY_AGAIN`]).
     pub const TRY_AGAIN: CloseCode = CloseCode::TRY_AGAIN;
+    /// 4001, the token was missing or invalid where one is required: final
+    /// ([`CloseCode::AUTH_REQUIRED`]).
     pub const AUTH_REQUIRED: CloseCode = CloseCode::AUTH_REQUIRED;
+    /// 4003, the token expired with no new one in time ([`CloseCode::TOKEN_EXPIRED`]).
     pub const TOKEN_EXPIRED: CloseCode = CloseCode::TOKEN_EXPIRED;
+    /// 4008, the client did not read its events for too long ([`CloseCode::SLOW_CONSUMER`]).
     pub const SLOW_CONSUMER: CloseCode = CloseCode::SLOW_CONSUMER;
+    /// 4009, no request for the idle timeout ([`CloseCode::IDLE`]).
     pub const IDLE: CloseCode = CloseCode::IDLE;
 }
 
@@ -250,12 +309,18 @@ pub mod close {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
+    /// A new object (`created`); a subscription also gets it for an update that makes the object
+    /// start matching its filter.
     Created,
+    /// An object that changed and still matches (`updated`, with `changed` naming the fields).
     Updated,
+    /// An object that was deleted, or stopped matching a subscription (`deleted`, with its last
+    /// published state).
     Deleted,
 }
 
 impl ChangeKind {
+    /// The event name on the wire: `created`, `updated` or `deleted`.
     pub fn as_str(self) -> &'static str {
         match self {
             ChangeKind::Created => "created",

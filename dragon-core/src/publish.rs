@@ -173,7 +173,9 @@ pub fn pending_retries() -> usize {
 /// Committed changes not yet taken by the broker: how many, and how long the oldest waits.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Backlog {
+    /// How many committed changes wait for the broker.
     pub waiting: usize,
+    /// How long the oldest of them has waited; `None` when none waits.
     pub oldest: Option<Duration>,
 }
 

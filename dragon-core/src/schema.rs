@@ -8,9 +8,14 @@ use serde_json::Value;
 /// The type of a published field, as the filter language and validation see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FieldType {
+    /// A JSON integer that fits an `i64`; `1.5` and `"3"` are not integers.
     Integer,
+    /// Any JSON number, stored as `f64` (named `number` in error messages).
     Float,
+    /// A JSON string, compared by Unicode code point; the only type `contains`, `icontains`
+    /// and `startswith` apply to.
     Text,
+    /// `true` or `false`: filterable by equality, never orderable.
     Bool,
     /// RFC 3339 strings on the wire, compared as instants.
     Timestamp,
@@ -19,6 +24,7 @@ pub enum FieldType {
 }
 
 impl FieldType {
+    /// The type's name as error messages show it to clients (`integer`, `number`, ...).
     pub fn name(self) -> &'static str {
         match self {
             FieldType::Integer => "integer",
@@ -50,6 +56,7 @@ impl FieldType {
         self == FieldType::Json || self.scalar(value).is_some()
     }
 
+    /// Whether `lt`/`lte`/`gt`/`gte` and ordering apply: every type but booleans and JSON.
     pub fn is_ordered(self) -> bool {
         !matches!(self, FieldType::Bool | FieldType::Json)
     }
@@ -58,24 +65,35 @@ impl FieldType {
 /// A typed, non-null field value.
 #[derive(Debug, Clone, PartialEq, PartialOrd)]
 pub enum Scalar {
+    /// A [`FieldType::Integer`] value.
     Int(i64),
+    /// A [`FieldType::Float`] value.
     Float(f64),
+    /// A [`FieldType::Text`] value.
     Text(String),
+    /// A [`FieldType::Bool`] value.
     Bool(bool),
+    /// A [`FieldType::Timestamp`] value, in UTC whatever offset it was written with.
     Time(DateTime<Utc>),
 }
 
 /// A hashable form of a [`Scalar`], for equality indexes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ScalarKey {
+    /// An integer, as is.
     Int(i64),
+    /// A float's bit pattern, with `-0.0` folded into `0.0`.
     Float(u64),
+    /// A string, as is.
     Text(String),
+    /// A boolean, as is.
     Bool(bool),
+    /// An instant: seconds since the Unix epoch and nanoseconds within the second.
     Time(i64, u32),
 }
 
 impl Scalar {
+    /// The hashable form, equal for equal scalars (`-0.0` and `0.0` share a key).
     pub fn key(&self) -> ScalarKey {
         match self {
             Scalar::Int(v) => ScalarKey::Int(*v),
@@ -98,6 +116,7 @@ impl Scalar {
         }
     }
 
+    /// The value as published on the wire; timestamps as RFC 3339 in UTC with a `Z`.
     pub fn to_json(&self) -> Value {
         match self {
             Scalar::Int(v) => Value::from(*v),
@@ -112,10 +131,15 @@ impl Scalar {
 /// One published field of a route.
 #[derive(Debug, Clone)]
 pub struct Field {
+    /// The field's name, as published and as filters name it.
     pub name: String,
+    /// What values it holds, and so which operators apply to it.
     pub ty: FieldType,
+    /// Whether it may be null; a null fails every comparison but `isnull`.
     pub nullable: bool,
+    /// Whether clients may name it in a filter; otherwise their filter is `bad_request`.
     pub filterable: bool,
+    /// Whether clients may order lists by it.
     pub orderable: bool,
 }
 
@@ -126,18 +150,23 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// A schema of exactly these fields, in this order.
     pub fn new(fields: Vec<Field>) -> Self {
         Schema { fields }
     }
 
+    /// The published field called `name`, if any.
     pub fn get(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
     }
 
+    /// The published field called `name`, to change its flags (a scope's schema makes every
+    /// field filterable).
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Field> {
         self.fields.iter_mut().find(|f| f.name == name)
     }
 
+    /// Every published field, in publishing order.
     pub fn fields(&self) -> &[Field] {
         &self.fields
     }

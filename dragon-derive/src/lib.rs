@@ -62,11 +62,15 @@
 //! # pub enum Relation {}
 //! ```
 
+#![warn(missing_docs)]
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as Tokens;
 use quote::quote;
 use syn::{Data, DeriveInput, Field, Fields, Ident, LitStr, parse_macro_input};
 
+/// Derives `dragon_core::Publish` and an `ActiveModelBehavior` for a sea-orm `Model`, so its
+/// committed changes are published on `#[dragon(route = "...")]`. `#[dragon(skip)]` keeps a
+/// field unpublished; `#[dragon(hooks)]` leaves `ModelHooks` to the app. See the crate docs.
 #[proc_macro_derive(DragonModel, attributes(dragon))]
 pub fn derive_dragon_model(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

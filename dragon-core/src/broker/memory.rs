@@ -13,7 +13,9 @@ use crate::presence::{JoinOutcome, Member, PresenceKey, PresenceSignal, Snapshot
 /// How much history each route keeps.
 #[derive(Debug, Clone, Copy)]
 pub struct HistoryLimits {
+    /// The most messages kept per route (default 10,000).
     pub max_len: usize,
+    /// How long a message is kept (default five minutes).
     pub max_age: Duration,
 }
 
@@ -48,10 +50,12 @@ pub struct MemoryBroker {
 }
 
 impl MemoryBroker {
+    /// A broker with the default [`HistoryLimits`].
     pub fn new() -> Self {
         Self::with_history(HistoryLimits::default())
     }
 
+    /// A broker keeping `limits` of history for each route.
     pub fn with_history(limits: HistoryLimits) -> Self {
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)

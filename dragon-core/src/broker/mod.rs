@@ -2,7 +2,7 @@
 //! positions, and keep a bounded history for recovery.
 //!
 //! A broker is deliberately dumb about subscriptions: every node receives every message of
-//! every route once and matches its own subscriptions (see [`crate::hub`]).
+//! every route once and matches its own subscriptions (the hub, `hub/`).
 
 mod decode;
 mod memory;
@@ -31,9 +31,12 @@ pub use redis::{PRESENCE_LUA, PUBLISH_LUA, RedisBroker, RedisOptions, RedisStats
 pub enum Message {
     /// `old` is the published state before (updates, deletes), `new` after (creates, updates).
     Change {
+        /// Whether the object was created, updated or deleted.
         kind: ChangeKind,
+        /// The published object before the change (updates and deletes).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         old: Option<Map<String, Value>>,
+        /// The published object after the change (creates and updates).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         new: Option<Map<String, Value>>,
         /// Unique per change: a change published twice (a retry after a timeout that did
@@ -47,7 +50,9 @@ pub enum Message {
     },
     /// A router's own event (`message`, `like`, ...), delivered as `{"event": name, ...}`.
     Custom {
+        /// The event's name, sent to clients as `event`.
         event: String,
+        /// The event's payload (any JSON), sent to clients as `data`.
         data: Value,
         /// As for changes: repeats of one event are delivered once.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +81,7 @@ fn fresh_id() -> Option<Arc<str>> {
 }
 
 impl Message {
+    /// A change creating an object published as `new`, with a fresh id.
     pub fn created(new: Map<String, Value>) -> Self {
         Message::Change {
             kind: ChangeKind::Created,
@@ -85,6 +91,7 @@ impl Message {
             version: None,
         }
     }
+    /// A change from `old` to `new`, with a fresh id.
     pub fn updated(old: Map<String, Value>, new: Map<String, Value>) -> Self {
         Message::Change {
             kind: ChangeKind::Updated,
@@ -94,6 +101,7 @@ impl Message {
             version: None,
         }
     }
+    /// A change deleting an object last published as `old`, with a fresh id.
     pub fn deleted(old: Map<String, Value>) -> Self {
         Message::Change {
             kind: ChangeKind::Deleted,
@@ -103,6 +111,7 @@ impl Message {
             version: None,
         }
     }
+    /// A custom event `event` for every subscriber of the route, with a fresh id.
     pub fn custom(event: impl Into<String>, data: Value) -> Self {
         Message::Custom {
             event: event.into(),
@@ -154,8 +163,11 @@ impl FromStr for Position {
 /// A message with its route and position, as every node receives it.
 #[derive(Debug, Clone)]
 pub struct Envelope {
+    /// The route it was published on.
     pub route: Arc<str>,
+    /// Its place in the route's stream, assigned by the broker.
     pub position: Position,
+    /// The message itself, shared by every subscription that receives it.
     pub message: Arc<Message>,
     /// When it was published (unix ms), for the commit-to-send latency metric.
     pub published_ms: u64,
@@ -164,8 +176,10 @@ pub struct Envelope {
 /// What a broker can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
+    /// The broker could not be reached or did not answer in time; clients get `unavailable`.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// Any other failure; clients get an internal error.
     #[error("broker error: {0}")]
     Other(String),
 }

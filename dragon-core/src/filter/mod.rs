@@ -18,16 +18,28 @@ use crate::schema::{FieldType, Scalar, ScalarKey, Schema};
 /// A comparison operator (`field__op`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// `eq` (or a bare `field` key): equal.
     Eq,
+    /// `ne`: not equal; false on a null field, like every comparison but `isnull`.
     Ne,
+    /// `lt`: less than; ordered types only.
     Lt,
+    /// `lte`: less than or equal; ordered types only.
     Lte,
+    /// `gt`: greater than; ordered types only.
     Gt,
+    /// `gte`: greater than or equal; ordered types only.
     Gte,
+    /// `in`: equal to one of a list (`in: []` matches nothing).
     In,
+    /// `contains`: the text contains the value, case-sensitively; text fields only.
     Contains,
+    /// `icontains`: like `contains`, lower-casing both sides per code point
+    /// (see [`crate::schema::fold_case`]).
     IContains,
+    /// `startswith`: the text begins with the value, case-sensitively; text fields only.
     StartsWith,
+    /// `isnull`: the field is null (`true`) or not (`false`); the only operator that sees nulls.
     IsNull,
 }
 
@@ -53,7 +65,9 @@ impl Op {
 /// The right-hand side of a comparison, already typed for its field.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operand {
+    /// One value, for every operator but `in` and `isnull`.
     One(Scalar),
+    /// `in`'s list.
     Many(Vec<Scalar>),
     /// `isnull`'s flag.
     Null(bool),
@@ -66,12 +80,19 @@ pub enum Filter {
     And(Vec<Filter>),
     /// Any holds (an empty list: nothing matches).
     Or(Vec<Filter>),
+    /// Holds where the inner filter does not (`$not`); true where a comparison met a null.
     Not(Box<Filter>),
+    /// One `field__op: value` comparison, with what the schema says of the field.
     Cmp {
+        /// The published field compared.
         field: String,
+        /// The field's type; the operand is already of it.
         ty: FieldType,
+        /// Whether the field may be null: SQL then adds `IS NOT NULL` to keep two-valued logic.
         nullable: bool,
+        /// The comparison (`eq` when the key has no `__op`).
         op: Op,
+        /// The right-hand side, typed for `ty`.
         operand: Operand,
     },
 }

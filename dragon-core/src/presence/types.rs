@@ -15,7 +15,9 @@ pub const MAX_KEY_BYTES: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum PresenceKey {
+    /// An integer key, usually an object's id.
     Int(i64),
+    /// A string key of at most [`MAX_KEY_BYTES`] bytes (`"lobby"`).
     Str(String),
 }
 
@@ -84,12 +86,18 @@ pub struct Member {
 /// whose view is at another version missed something and reads the key again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PresenceDiff {
+    /// The route the key belongs to.
     pub route: Arc<str>,
+    /// The key whose members changed.
     pub key: PresenceKey,
+    /// The key's version after this change.
     pub version: u64,
+    /// The key's version before it (0: it had no members).
     pub prev: u64,
+    /// Members that joined or changed state: a state update is a join carrying the new state.
     #[serde(default)]
     pub joins: Vec<Member>,
+    /// Members that left, each with its last state.
     #[serde(default)]
     pub leaves: Vec<Member>,
 }
@@ -97,6 +105,7 @@ pub struct PresenceDiff {
 /// What a broker hands a node's presence registry.
 #[derive(Debug, Clone)]
 pub enum PresenceSignal {
+    /// One change to a key's members.
     Diff(PresenceDiff),
     /// Diffs may have been lost (reconnection, receive overflow): read every key again.
     Resync,
@@ -116,6 +125,8 @@ pub enum JoinOutcome {
 /// members, the broker's latest version of any key), every later one a greater version.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// The version the members are current at (see above).
     pub version: u64,
+    /// Every member of the key, on every node.
     pub members: Vec<Member>,
 }

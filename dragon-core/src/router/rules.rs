@@ -15,20 +15,32 @@ use crate::filter::Filter;
 /// A model route's verbs, as named on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verb {
+    /// `get_list`: read the objects matching a filter.
     GetList,
+    /// `get_single`: read one object by id.
     GetSingle,
+    /// `create`: insert an object.
     Create,
+    /// `update`: change an object's fields.
     Update,
+    /// `delete`: remove an object.
     Delete,
+    /// `subscribe`: receive live changes matching a filter.
     Subscribe,
+    /// `unsubscribe`: end a subscription; always allowed once rules are declared.
     Unsubscribe,
+    /// `presence_join`: join a presence key with a state.
     PresenceJoin,
+    /// `presence_update`: replace one's state on a key already joined.
     PresenceUpdate,
+    /// `presence_leave`: leave a key and stop watching it.
     PresenceLeave,
+    /// `presence_watch`: see a key's members without joining.
     PresenceWatch,
 }
 
 impl Verb {
+    /// Every verb, in declaration order.
     pub const ALL: [Verb; 11] = [
         Verb::GetList,
         Verb::GetSingle,
@@ -47,6 +59,7 @@ impl Verb {
     /// The verbs that write.
     pub const WRITE: [Verb; 3] = [Verb::Create, Verb::Update, Verb::Delete];
 
+    /// The verb's name on the wire (`get_list`, `presence_join`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Verb::GetList => "get_list",

@@ -12,9 +12,19 @@ pub type CheckFn = dyn Fn(&Value) -> Result<(), String> + Send + Sync;
 #[derive(Clone)]
 pub enum Validator {
     /// String length in characters, inclusive.
-    Length { min: usize, max: usize },
+    Length {
+        /// The fewest characters allowed (1: may not be empty).
+        min: usize,
+        /// The most characters allowed.
+        max: usize,
+    },
     /// Number range, inclusive.
-    Range { min: f64, max: f64 },
+    Range {
+        /// The smallest value allowed.
+        min: f64,
+        /// The largest value allowed.
+        max: f64,
+    },
     /// Anything else: return the message to show.
     Custom(Arc<CheckFn>),
 }
@@ -30,10 +40,12 @@ impl fmt::Debug for Validator {
 }
 
 impl Validator {
+    /// Strings of `min` to `max` characters, inclusive.
     pub fn length(min: usize, max: usize) -> Self {
         Validator::Length { min, max }
     }
 
+    /// A check of your own: `Err` holds the message to show for the field.
     pub fn custom(f: impl Fn(&Value) -> Result<(), String> + Send + Sync + 'static) -> Self {
         Validator::Custom(Arc::new(f))
     }

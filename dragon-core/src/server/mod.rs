@@ -132,6 +132,7 @@ impl Builder {
         self
     }
 
+    /// The bounds against heavy or abusive clients (default: [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
@@ -275,13 +276,20 @@ impl Builder {
 /// A server that cannot start as configured.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// A router is named `dragon`, the route of the connection-level verbs.
     #[error("the route name `dragon` is reserved")]
     ReservedRoute,
+    /// Two routers share this route name.
     #[error("two routers are named {0:?}")]
     DuplicateRoute(String),
     /// A router's own check failed ([`Router::check`], [`Router::check_services`]).
     #[error("{problem}")]
-    Router { route: String, problem: String },
+    Router {
+        /// The route name of the router whose check failed.
+        route: String,
+        /// What the check found wrong; this is the error's whole message.
+        problem: String,
+    },
 }
 
 /// The route of the connection-level verbs, and of control messages between nodes.
@@ -313,6 +321,7 @@ const DRAGON_MJS: &str = include_str!("../../js/dragon.mjs");
 const DRAGON_DTS: &str = include_str!("../../js/dragon.d.ts");
 
 impl Dragon {
+    /// Starts configuring a server: routes, broker, authentication, limits.
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -327,6 +336,7 @@ impl Dragon {
         self.inner.hub.presence().view_count()
     }
 
+    /// The broker this node publishes to and receives from (other nodes' changes too).
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.inner.broker
     }
