@@ -6,10 +6,94 @@ use serde::Serialize;
 use crate::CliError;
 use crate::names;
 
-/// The field types `dragon generate model` knows.
-pub const TYPES: &[&str] = &[
-    "string", "text", "int", "bigint", "float", "bool", "datetime", "uuid", "json",
+/// What one field type of `dragon generate model` becomes.
+struct Kind {
+    /// As written in a spec (`title:string`).
+    name: &'static str,
+    /// The Rust type in the model.
+    rust: &'static str,
+    /// `#[sea_orm(...)]` contents, if any.
+    attr: &'static str,
+    /// The sea-orm-migration column function.
+    column: &'static str,
+    /// Two JSON values for the generated test: one to create, one to update.
+    samples: [&'static str; 2],
+}
+
+/// The field types `dragon generate model` knows, in the order help texts list them.
+const KINDS: &[Kind] = &[
+    Kind {
+        name: "string",
+        rust: "String",
+        attr: "",
+        column: "string",
+        samples: [r#""a string""#, r#""another string""#],
+    },
+    Kind {
+        name: "text",
+        rust: "String",
+        attr: r#"column_type = "Text""#,
+        column: "text",
+        samples: [r#""some text""#, r#""other text""#],
+    },
+    Kind {
+        name: "int",
+        rust: "i32",
+        attr: "",
+        column: "integer",
+        samples: ["42", "7"],
+    },
+    Kind {
+        name: "bigint",
+        rust: "i64",
+        attr: "",
+        column: "big_integer",
+        samples: ["42", "7"],
+    },
+    Kind {
+        name: "float",
+        rust: "f64",
+        attr: "",
+        column: "double",
+        samples: ["1.5", "2.5"],
+    },
+    Kind {
+        name: "bool",
+        rust: "bool",
+        attr: "",
+        column: "boolean",
+        samples: ["true", "false"],
+    },
+    Kind {
+        name: "datetime",
+        rust: "ChronoDateTimeUtc",
+        attr: "",
+        column: "timestamp_with_time_zone",
+        samples: [r#""2026-01-02T03:04:05Z""#, r#""2026-02-03T04:05:06Z""#],
+    },
+    Kind {
+        name: "uuid",
+        rust: "Uuid",
+        attr: "",
+        column: "uuid",
+        samples: [
+            r#""67e55044-10b1-426f-9247-bb680e5fe0c8""#,
+            r#""5f8d3c0e-7a4b-4a5e-9d1c-2b3a4c5d6e7f""#,
+        ],
+    },
+    Kind {
+        name: "json",
+        rust: "Json",
+        attr: r#"column_type = "JsonBinary""#,
+        column: "json_binary",
+        samples: [r#"{"a": 1}"#, r#"{"b": 2}"#],
+    },
 ];
+
+/// The known types, for messages: `string, text, int, ...`.
+fn type_names() -> String {
+    KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+}
 
 /// One field of a generated model.
 #[derive(Debug, Clone, Serialize)]
@@ -57,7 +141,7 @@ pub fn parse(spec: &str) -> Result<Field, CliError> {
     let (name, ty) = spec.split_once(':').ok_or_else(|| {
         CliError::Usage(format!(
             "field {spec:?} must be name:type, e.g. title:string (types: {})",
-            TYPES.join(", ")
+            type_names()
         ))
     })?;
     names::ident("field", name)?;
@@ -70,76 +154,36 @@ pub fn parse(spec: &str) -> Result<Field, CliError> {
         Some(t) => (t, true),
         None => (ty, false),
     };
-    let (rust, attr, column, sample, other) = match ty {
-        "string" => (
-            "String",
-            "",
-            "string",
-            r#""a string""#,
-            r#""another string""#,
-        ),
-        "text" => (
-            "String",
-            r#"column_type = "Text""#,
-            "text",
-            r#""some text""#,
-            r#""other text""#,
-        ),
-        "int" => ("i32", "", "integer", "42", "7"),
-        "bigint" => ("i64", "", "big_integer", "42", "7"),
-        "float" => ("f64", "", "double", "1.5", "2.5"),
-        "bool" => ("bool", "", "boolean", "true", "false"),
-        "datetime" => (
-            "ChronoDateTimeUtc",
-            "",
-            "timestamp_with_time_zone",
-            r#""2026-01-02T03:04:05Z""#,
-            r#""2026-02-03T04:05:06Z""#,
-        ),
-        "uuid" => (
-            "Uuid",
-            "",
-            "uuid",
-            r#""67e55044-10b1-426f-9247-bb680e5fe0c8""#,
-            r#""5f8d3c0e-7a4b-4a5e-9d1c-2b3a4c5d6e7f""#,
-        ),
-        "json" => (
-            "Json",
-            r#"column_type = "JsonBinary""#,
-            "json_binary",
-            r#"{"a": 1}"#,
-            r#"{"b": 2}"#,
-        ),
-        other => {
-            return Err(CliError::Usage(format!(
-                "unknown field type {other:?} in {spec:?}; types: {}",
-                TYPES.join(", ")
-            )));
-        }
-    };
+    let kind = KINDS.iter().find(|k| k.name == ty).ok_or_else(|| {
+        CliError::Usage(format!(
+            "unknown field type {ty:?} in {spec:?}; types: {}",
+            type_names()
+        ))
+    })?;
     // Booleans default to false, so clients need not send them.
     let defaulted = ty == "bool" && !optional;
     let mut attrs: Vec<&str> = Vec::new();
-    if !attr.is_empty() {
-        attrs.push(attr);
+    if !kind.attr.is_empty() {
+        attrs.push(kind.attr);
     }
     if defaulted {
         attrs.push("default_value = false");
     }
+    let [sample, other_sample] = kind.samples;
     Ok(Field {
         name: name.to_owned(),
         ty: ty.to_owned(),
         optional,
         rust: if optional {
-            format!("Option<{rust}>")
+            format!("Option<{}>", kind.rust)
         } else {
-            rust.to_owned()
+            kind.rust.to_owned()
         },
         attr: attrs.join(", "),
         column: if optional {
-            format!("{column}_null")
+            format!("{}_null", kind.column)
         } else {
-            column.to_owned()
+            kind.column.to_owned()
         },
         column_extra: if defaulted {
             ".default(false)".to_owned()
@@ -147,7 +191,7 @@ pub fn parse(spec: &str) -> Result<Field, CliError> {
             String::new()
         },
         sample: sample.to_owned(),
-        other_sample: other.to_owned(),
+        other_sample: other_sample.to_owned(),
     })
 }
 
