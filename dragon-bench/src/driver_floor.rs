@@ -13,40 +13,21 @@ use sea_orm::sqlx::{self, Connection, SqliteConnection};
 
 /// Committed transactions per second of one writer for `seconds`.
 pub async fn writes_per_sec(seconds: Duration) -> f64 {
-    let path = std::env::temp_dir().join(format!(
-        "dragon_bench_floor_{}_{}.db",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    let rate = tokio::spawn(measure(path.clone(), seconds))
-        .await
-        .expect("driver floor");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    rate
+    tokio::spawn(measure(seconds)).await.expect("driver floor")
 }
 
-async fn measure(path: std::path::PathBuf, seconds: Duration) -> f64 {
+async fn measure(seconds: Duration) -> f64 {
+    // The same file as Dragon's writes get: its tables made by `dragon_core::db::connect`.
+    let (db, scratch) = crate::subject::database().await;
+    db.close().await.expect("close the setup connection");
     let options = SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true)
+        .filename(scratch.path())
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5));
     let mut conn = SqliteConnection::connect_with(&options)
         .await
         .expect("open the floor's SQLite file");
-    for ddl in [
-        "CREATE TABLE bench_item (id INTEGER PRIMARY KEY, list_id BIGINT NOT NULL, \
-         text TEXT NOT NULL)",
-        "CREATE TABLE dragon_changes (id INTEGER PRIMARY KEY, route TEXT NOT NULL, \
-         kind TEXT NOT NULL, old TEXT, new TEXT, at_ms BIGINT NOT NULL)",
-    ] {
-        sqlx::query(ddl).execute(&mut conn).await.expect("schema");
-    }
     let start = Instant::now();
     let mut committed = 0u64;
     while start.elapsed() < seconds {

@@ -62,7 +62,7 @@ pub enum Kind {
 }
 
 /// A SQLite file of its own, removed on drop.
-struct Scratch(std::path::PathBuf);
+pub struct Scratch(std::path::PathBuf);
 
 impl Scratch {
     fn new() -> Scratch {
@@ -71,6 +71,11 @@ impl Scratch {
             .map_or(0, |d| d.as_nanos());
         let name = format!("dragon_bench_{}_{nanos}.db", std::process::id());
         Scratch(std::env::temp_dir().join(name))
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
     }
 
     fn url(&self) -> String {
@@ -86,8 +91,8 @@ impl Drop for Scratch {
     }
 }
 
-/// A fresh SQLite file with the benchmark's table.
-async fn database() -> (DatabaseConnection, Scratch) {
+/// A fresh SQLite file with the benchmark's table (and Dragon's change log).
+pub async fn database() -> (DatabaseConnection, Scratch) {
     let scratch = Scratch::new();
     let db = dragon_core::db::connect(&scratch.url())
         .await

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::Dragon;
+use super::{Dragon, Inner};
 use crate::broker::{BrokerError, Message};
 
 /// Event names reserved for Dragon's own frames.
@@ -66,43 +66,48 @@ pub(super) async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let inner = &dragon.inner;
-    let checked = async {
-        authorize(inner.publish_secret.as_deref(), &headers)?;
-        let body = read_body(&headers, body, inner.limits.max_frame).await?;
-        if !inner.routers.contains_key(&body.route) {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_route",
-                format!("no router named {:?}", body.route),
-            ));
-        }
-        let (event, data) = event_of(body.event, body.data)?;
-        Ok((body.route, Message::custom(event, data)))
-    };
-    let (route, message) = match checked.await {
-        Ok(publish) => publish,
-        Err(refusal) => return refusal.into_response(),
-    };
-    match inner.broker.publish(&route, message).await {
+    match accept(&dragon.inner, &headers, body).await {
         Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({"ok": true}))).into_response(),
-        Err(BrokerError::Unavailable(msg)) => {
-            tracing::warn!(error = %msg, "HTTP publish: broker unavailable");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the broker is unavailable; retry later",
-            )
-        }
-        Err(BrokerError::Other(msg)) => {
-            tracing::error!(error = %msg, "HTTP publish failed");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal server error",
-            )
-        }
+        Err(refusal) => refusal.into_response(),
     }
+}
+
+/// Checks the request, in order (secret, body, route, event), and publishes its event
+/// through the broker.
+async fn accept(inner: &Inner, headers: &HeaderMap, body: Body) -> Result<(), Refusal> {
+    authorize(inner.publish_secret.as_deref(), headers)?;
+    let body = read_body(headers, body, inner.limits.max_frame).await?;
+    if !inner.routers.contains_key(&body.route) {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_route",
+            format!("no router named {:?}", body.route),
+        ));
+    }
+    let (event, data) = event_of(body.event, body.data)?;
+    let message = Message::custom(event, data);
+    inner
+        .broker
+        .publish(&body.route, message)
+        .await
+        .map_err(|err| match err {
+            BrokerError::Unavailable(msg) => {
+                tracing::warn!(error = %msg, "HTTP publish: broker unavailable");
+                Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the broker is unavailable; retry later",
+                )
+            }
+            BrokerError::Other(msg) => {
+                tracing::error!(error = %msg, "HTTP publish failed");
+                Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal server error",
+                )
+            }
+        })
 }
 
 /// Why a publish is refused: its status and the code and message of the error body.
