@@ -3,8 +3,11 @@
 
 use crate::scenarios::{Cell, Outcome, Scenario, Settings, Shape, System};
 
-/// The old committed-changes rate of one SQLite writer the write target is set against.
-const OLD_WRITES_PER_SEC: f64 = 9_100.0;
+/// The "today's 9.1k": its table's cell for SQLite inserts through the derive in the
+/// 500 filters x 10 subscribers scenario (deliveries/s there, with a rollback journal). The
+/// target "3x" is checked against it twice: in that same cell (like for like), and as the
+/// acceptance line words it, committed changes/s of one writer (`sqlite-writes`).
+const OLD_SQLITE: f64 = 9_100.0;
 
 /// One scenario's outcomes, by [`System::ALL`] order.
 pub struct Row {
@@ -101,8 +104,8 @@ fn cell_text(row: &Row, system: System) -> String {
         Cell::Writes(x) => format!(
             "{}/s ({:.2}x the old {:.1}k/s)",
             thousands(x),
-            x / OLD_WRITES_PER_SEC,
-            OLD_WRITES_PER_SEC / 1e3
+            x / OLD_SQLITE,
+            OLD_SQLITE / 1e3
         ),
         Cell::Latency { p50, p99 } => format!("{p50:.1} / {p99:.1} ms"),
         Cell::Kib(k) => format!("{k:.1} KiB"),
@@ -155,10 +158,23 @@ fn checks(row: &Row) -> Vec<Check> {
             at_least("Dragon >= 0.8x ref", memory, reference, 0.8),
             redis_check,
         ],
-        Scenario::Filters500x10 => vec![
-            at_least("Dragon >= 1x ref", memory, reference, 1.0),
-            redis_check,
-        ],
+        Scenario::Filters500x10 => {
+            let sqlite = row.get(System::Sqlite);
+            vec![
+                at_least("Dragon >= 1x ref", memory, reference, 1.0),
+                redis_check,
+                Check {
+                    what: "SQLite >= 3x the issue's 9.1k/s in this row",
+                    result: match sqlite.cell {
+                        Cell::Rate(x) => Some((
+                            x >= 3.0 * OLD_SQLITE && sqlite.problem.is_none(),
+                            format!("{:.2}x", x / OLD_SQLITE),
+                        )),
+                        _ => None,
+                    },
+                },
+            ]
+        }
         Scenario::Paced10000 => vec![
             at_least("Dragon p99 <= ref p99", memory, reference, 1.0),
             redis_check,
@@ -175,13 +191,13 @@ fn checks(row: &Row) -> Vec<Check> {
         }
         Scenario::SqliteWrites => {
             let sqlite = row.get(System::Sqlite);
-            let target = 3.0 * OLD_WRITES_PER_SEC;
+            let target = 3.0 * OLD_SQLITE;
             vec![Check {
-                what: "SQLite >= 3x 9.1k/s",
+                what: "SQLite >= 3x 9.1k changes/s",
                 result: match sqlite.cell {
                     Cell::Writes(x) => Some((
                         x >= target && sqlite.problem.is_none(),
-                        format!("{:.2}x", x / OLD_WRITES_PER_SEC),
+                        format!("{:.2}x", x / OLD_SQLITE),
                     )),
                     _ => None,
                 },

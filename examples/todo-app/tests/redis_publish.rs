@@ -160,3 +160,77 @@ async fn publishing_goes_on_after_redis_forgets_the_script() {
         );
     }
 }
+
+/// Every payload names the position it follows on: when that predecessor never reached a
+/// node (here published to another channel), the node reads it from the stream first, so
+/// nothing is lost or reordered; payloads it cannot read are skipped without harm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_after_a_missed_one_is_repaired_and_bad_payloads_are_skipped() {
+    let server = RedisServer::start().await;
+    let options = isolated_options();
+    let prefix = options.key_prefix.clone();
+    let sender = connect_broker(&server.url(), options.clone()).await;
+    let other = connect_broker(&server.url(), options).await;
+    let mut on_other = other.messages();
+    track_routes(&other).await;
+    publish_interleaved(&sender, 3).await;
+    receive(&mut on_other, 3 * ROUTES.len()).await;
+
+    // A message in alpha's stream that no node receives live.
+    let missed = json!({"type": "custom", "event": "n", "data": {"i": 1000}}).to_string();
+    let stream = format!("{prefix}stream:alpha");
+    let nowhere = format!("{prefix}nowhere");
+    let lua = dragon_core::broker::PUBLISH_LUA;
+    let args = [
+        "EVAL", lua, "1", &stream, &nowhere, "alpha", &missed, "10000", "0", "~",
+    ];
+    assert!(
+        server.cli(&args).contains('-'),
+        "the missed message is in the stream"
+    );
+    // Payloads no node can read: not JSON, no message, a bad position, a bad message.
+    let channel = format!("{prefix}events");
+    for bad in [
+        "{not json",
+        r#"{"route":"alpha","position":"1-1"}"#,
+        r#"{"route":"alpha","position":"x","prev":"0-0","message":{"type":"gap"}}"#,
+        r#"{"route":"alpha","position":"1-1","prev":"0-0","message":{"type":"change"}}"#,
+    ] {
+        server.cli(&["PUBLISH", &channel, bad]);
+    }
+
+    // A burst published at once: its first message follows the missed one.
+    let burst: Vec<Message> = (0..40)
+        .map(|i| Message::custom("n", json!({ "i": i })))
+        .collect();
+    sender.publish_many("alpha", burst).await.expect("publish");
+    let seen = receive(&mut on_other, 41).await;
+    let values: Vec<u64> = seen["alpha"].iter().map(|(_, i)| *i).collect();
+    let expected: Vec<u64> = std::iter::once(1000).chain(0..40).collect();
+    assert_eq!(
+        values, expected,
+        "the missed message first, then the burst in order"
+    );
+    let History::Complete(history) = other
+        .history("alpha", Position(0, 0))
+        .await
+        .expect("history")
+    else {
+        panic!("alpha: history not complete");
+    };
+    let arrived: Vec<Position> = seen["alpha"].iter().map(|(p, _)| *p).collect();
+    let stored: Vec<Position> = history
+        .iter()
+        .map(|e| e.position)
+        .rev()
+        .take(41)
+        .rev()
+        .collect();
+    assert_eq!(arrived, stored, "arrived in the stream's order");
+    let stats = other.stats();
+    assert!(
+        stats.replayed >= 1,
+        "the missed message came from the stream: {stats:?}"
+    );
+    assert_eq!(stats.lost, 0, "nothing was lost");
+}
