@@ -188,18 +188,21 @@ async fn a_message_after_a_missed_one_is_repaired_and_bad_payloads_are_skipped()
         server.cli(&args).contains('-'),
         "the missed message is in the stream"
     );
-    // Payloads no node can read: not JSON, no message, a bad position, a bad message.
+    // Payloads no node can read: not JSON, no message, a bad position, a bad message, a run
+    // whose positions and messages do not pair up, a run with a bad position.
     let channel = format!("{prefix}events");
     for bad in [
         "{not json",
         r#"{"route":"alpha","position":"1-1"}"#,
         r#"{"route":"alpha","position":"x","prev":"0-0","message":{"type":"gap"}}"#,
         r#"{"route":"alpha","position":"1-1","prev":"0-0","message":{"type":"change"}}"#,
+        r#"{"route":"alpha","prev":"0-0","positions":["1-1","1-2"],"messages":[]}"#,
+        r#"{"route":"alpha","prev":"0-0","positions":["x"],"messages":[{"type":"gap"}]}"#,
     ] {
         server.cli(&["PUBLISH", &channel, bad]);
     }
 
-    // A burst published at once: its first message follows the missed one.
+    // A burst published at once (one payload): its first message follows the missed one.
     let burst: Vec<Message> = (0..40)
         .map(|i| Message::custom("n", json!({ "i": i })))
         .collect();

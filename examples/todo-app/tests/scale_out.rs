@@ -241,18 +241,24 @@ async fn lagging_node(options: RedisOptions) -> (Nodes, Arc<RedisBroker>, common
     (cluster, lagging, n2)
 }
 
-/// `n` concurrent `tick` events {i} on `todo-item`.
+/// `n` concurrent `tick` events {i} on `todo-item`, interleaved with as many `noise` events on
+/// another route: a burst of one route would reach a node as one payload, these reach it as
+/// `2n` payloads at once (one per script call, as the route changes at every message).
 fn ticks(
     publisher: &Arc<dyn dragon_core::broker::Broker>,
     n: i64,
 ) -> impl Iterator<Item = impl std::future::Future<Output = Result<(), dragon_core::broker::BrokerError>>>
 {
-    (0..n).map(move |i| {
+    (0..2 * n).map(move |k| {
         let p = publisher.clone();
+        let (route, event) = match k % 2 {
+            0 => ("todo-item", "tick"),
+            _ => ("elsewhere", "noise"),
+        };
         async move {
             p.publish(
-                "todo-item",
-                dragon_core::broker::Message::custom("tick", json!({"i": i})),
+                route,
+                dragon_core::broker::Message::custom(event, json!({"i": k / 2})),
             )
             .await
         }

@@ -3,10 +3,11 @@
 //! A script costs Redis tens of microseconds, so one `EVALSHA` per change, each waiting for
 //! the last, would cap a node at a few thousand changes per second. One task takes every
 //! change waiting, splits them into runs of the same route (in order), and publishes each run
-//! with one `EVALSHA` of [`PUBLISH_BATCH_LUA`], which does for each message exactly what
-//! [`super::PUBLISH_LUA`] does for one; the calls are pipelined on one connection (Redis runs
-//! them in the order sent). Stream entries and channel payloads are the same either way;
-//! order is kept; each change costs at most one round trip.
+//! with one `EVALSHA` of [`PUBLISH_BATCH_LUA`], which adds the stream entries exactly as
+//! [`super::PUBLISH_LUA`] does for one and publishes the run as one channel payload; the calls
+//! are pipelined on one connection (Redis runs them in the order sent). Order is kept; each
+//! change costs at most one round trip; a burst reaches every node as one run, so each
+//! connection's share of it goes out in one socket write rather than one per slice.
 
 use std::sync::Arc;
 
@@ -20,20 +21,29 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Shared, unavailable};
 use crate::broker::BrokerError;
 
-/// [`super::PUBLISH_LUA`] for several messages of one route (`ARGV[6..]`).
-pub const PUBLISH_BATCH_LUA: &str = r#"-- dragon publish batch v1
+/// [`super::PUBLISH_LUA`] for several messages of one route (`ARGV[6..]`): the same stream
+/// entries, and ONE channel payload for all of them,
+/// `{"route", "prev", "positions": [...], "messages": [...]}` (each entry's `prev` is the
+/// position before it), so a node reads a batch as one frame and hands it to its hub as one
+/// run rather than message by message.
+pub const PUBLISH_BATCH_LUA: &str = r#"-- dragon publish batch v2
 local key = KEYS[1]
 local prev = '0-0'
 local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
 if #last > 0 then prev = last[1][1] end
-local route = cjson.encode(ARGV[2])
+local first = prev
 local id = prev
+local positions = {}
+local messages = {}
 for i = 6, #ARGV do
   id = redis.call('XADD', key, 'MAXLEN', ARGV[5], ARGV[3], '*', 'm', ARGV[i], 'p', prev)
-  redis.call('PUBLISH', ARGV[1], '{"route":' .. route .. ',"position":"' .. id ..
-    '","prev":"' .. prev .. '","message":' .. ARGV[i] .. '}')
+  positions[#positions + 1] = '"' .. id .. '"'
+  messages[#messages + 1] = ARGV[i]
   prev = id
 end
+redis.call('PUBLISH', ARGV[1], '{"route":' .. cjson.encode(ARGV[2]) .. ',"prev":"' .. first ..
+  '","positions":[' .. table.concat(positions, ',') .. '],"messages":[' ..
+  table.concat(messages, ',') .. ']}')
 local age = tonumber(ARGV[4])
 if age > 0 then
   local ms = tonumber(string.match(id, '^(%d+)'))
@@ -44,11 +54,20 @@ end
 return id
 "#;
 
-/// The most messages one script call carries (a larger job goes alone).
-const MAX_BATCH: usize = 256;
+/// The most messages one script call carries (a larger job goes alone): a burst of changes
+/// reaches the nodes as one run (their fan-out then batches as it does in memory), while one
+/// call keeps Redis busy for a few milliseconds at most.
+const MAX_BATCH: usize = 2048;
+
+/// How long the publisher keeps gathering a burst while every turn brings more.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The most JSON one script call carries (a larger job goes alone): a call's channel payload
+/// is about this big, well inside Redis's output limits for a subscriber.
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// The most jobs taken from the queue at once; their runs go out in one pipeline.
-const MAX_TAKEN: usize = MAX_BATCH * 16;
+const MAX_TAKEN: usize = MAX_BATCH * 4;
 
 pub(super) struct Job {
     pub route: String,
@@ -67,10 +86,22 @@ pub(super) async fn run(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<J
     let mut waiting: Vec<Job> = Vec::new();
     while let Some(first) = jobs.recv().await {
         waiting.push(first);
-        while waiting.len() < MAX_TAKEN {
-            match jobs.try_recv() {
-                Ok(job) => waiting.push(job),
-                Err(_) => break,
+        // Turns for the tasks that are ready first, as long as they bring more (up to a
+        // script call's worth, for at most `GATHER`): a burst of changes, many requests at
+        // once, goes out as one call, and so reaches every node as one run, instead of in
+        // slices cut by the round trips.
+        let since = tokio::time::Instant::now();
+        loop {
+            tokio::task::yield_now().await;
+            let before = waiting.len();
+            while waiting.len() < MAX_TAKEN {
+                match jobs.try_recv() {
+                    Ok(job) => waiting.push(job),
+                    Err(_) => break,
+                }
+            }
+            if waiting.len() == before || waiting.len() >= MAX_BATCH || since.elapsed() >= GATHER {
+                break;
             }
         }
         let runs = split_runs(std::mem::take(&mut waiting));
@@ -83,18 +114,25 @@ pub(super) async fn run(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<J
     }
 }
 
-/// `jobs` in order, cut where the route changes or a run would pass [`MAX_BATCH`] messages.
+/// `jobs` in order, cut where the route changes or a run would pass [`MAX_BATCH`] messages
+/// or [`MAX_BATCH_BYTES`] of JSON.
 fn split_runs(jobs: Vec<Job>) -> Vec<Vec<Job>> {
     let mut runs: Vec<Vec<Job>> = Vec::new();
-    let mut size = 0;
+    let (mut count, mut bytes) = (0, 0);
     for job in jobs {
+        let job_bytes: usize = job.json.iter().map(String::len).sum();
         match runs.last_mut() {
-            Some(run) if run[0].route == job.route && size + job.json.len() <= MAX_BATCH => {
-                size += job.json.len();
+            Some(run)
+                if run[0].route == job.route
+                    && count + job.json.len() <= MAX_BATCH
+                    && bytes + job_bytes <= MAX_BATCH_BYTES =>
+            {
+                count += job.json.len();
+                bytes += job_bytes;
                 run.push(job);
             }
             _ => {
-                size = job.json.len();
+                (count, bytes) = (job.json.len(), job_bytes);
                 runs.push(vec![job]);
             }
         }
@@ -170,4 +208,59 @@ fn call(shared: &Shared, run: &[Job]) -> Vec<RedisValue> {
             .map(|json| RedisValue::from(json.as_str())),
     );
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(route: &str, messages: usize, bytes_each: usize) -> Job {
+        Job {
+            route: route.into(),
+            json: vec!["x".repeat(bytes_each); messages],
+            done: oneshot::channel().0,
+        }
+    }
+
+    fn shape(runs: &[Vec<Job>]) -> Vec<(String, usize)> {
+        runs.iter()
+            .map(|r| (r[0].route.clone(), r.iter().map(|j| j.json.len()).sum()))
+            .collect()
+    }
+
+    fn expect(runs: &[(&str, usize)]) -> Vec<(String, usize)> {
+        runs.iter().map(|&(r, n)| (r.to_owned(), n)).collect()
+    }
+
+    #[test]
+    fn runs_are_cut_at_a_route_change_a_message_count_and_a_size() {
+        let jobs = vec![
+            job("a", 1, 10),
+            job("a", 2, 10),
+            job("b", 1, 10),
+            job("a", 1, 10),
+        ];
+        assert_eq!(
+            shape(&split_runs(jobs)),
+            expect(&[("a", 3), ("b", 1), ("a", 1)])
+        );
+
+        let jobs = (0..MAX_BATCH + 1).map(|_| job("a", 1, 10)).collect();
+        assert_eq!(
+            shape(&split_runs(jobs)),
+            expect(&[("a", MAX_BATCH), ("a", 1)])
+        );
+
+        let half = MAX_BATCH_BYTES / 2;
+        let jobs = vec![job("a", 1, half), job("a", 1, half), job("a", 1, 1)];
+        assert_eq!(
+            shape(&split_runs(jobs)),
+            expect(&[("a", 2), ("a", 1)]),
+            "bytes"
+        );
+
+        let jobs = vec![job("a", 1, 1), job("a", MAX_BATCH + 5, 1), job("a", 1, 1)];
+        let alone = expect(&[("a", 1), ("a", MAX_BATCH + 5), ("a", 1)]);
+        assert_eq!(shape(&split_runs(jobs)), alone, "a larger job goes alone");
+    }
 }

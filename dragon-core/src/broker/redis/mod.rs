@@ -5,7 +5,9 @@
 //!   message's [`Position`]. Fields: `m` = the [`Message`] as JSON, `p` = the id of the entry
 //!   before it on that route (`0-0` for the first), which chains the entries together.
 //! - Every message is also published on ONE channel, `<prefix>events`, as
-//!   `{"route", "position", "prev", "message"}`. Every node subscribes to that channel only and
+//!   `{"route", "position", "prev", "message"}`, or, for a run of one route's messages
+//!   published together, as one payload `{"route", "prev", "positions", "messages"}` (a burst
+//!   reaches a node as one run). Every node subscribes to that channel only and
 //!   its hub matches its own subscriptions: the cost of a publish does not depend on how many
 //!   nodes or subscriptions there are.
 //! - A publish is one `EVALSHA` of [`PUBLISH_LUA`]: XADD (trimmed with `MAXLEN ~ history_len`,

@@ -28,14 +28,48 @@ impl Track {
     }
 }
 
-/// The payload on the events channel.
+/// The payload on the events channel: one message (what [`super::PUBLISH_LUA`] publishes)
+/// or a run of consecutive ones (what [`super::batch::PUBLISH_BATCH_LUA`] publishes).
 #[derive(Deserialize)]
 struct Wire {
     route: String,
-    position: String,
     #[serde(default)]
     prev: Option<String>,
-    message: Message,
+    #[serde(default)]
+    position: Option<String>,
+    #[serde(default)]
+    message: Option<Message>,
+    #[serde(default)]
+    positions: Vec<String>,
+    #[serde(default)]
+    messages: Vec<Message>,
+}
+
+impl Wire {
+    /// The entries it carries, in stream order, each with the position before it; `None`
+    /// if it is malformed (no message, a bad position, positions and messages that do not
+    /// pair up).
+    fn entries(self) -> Option<Vec<Entry>> {
+        let mut prev: Option<Position> = self.prev.as_deref().and_then(|p| p.parse().ok());
+        let pairs: Vec<(String, Message)> = match (self.position, self.message) {
+            (Some(position), Some(message)) => vec![(position, message)],
+            (None, None) if self.positions.len() == self.messages.len() => {
+                self.positions.into_iter().zip(self.messages).collect()
+            }
+            _ => return None,
+        };
+        let mut entries = Vec::with_capacity(pairs.len());
+        for (position, message) in pairs {
+            let position: Position = position.parse().ok()?;
+            entries.push(Entry {
+                position,
+                prev,
+                message: Ok(message),
+            });
+            prev = Some(position);
+        }
+        Some(entries)
+    }
 }
 
 impl Shared {
@@ -116,37 +150,41 @@ impl Shared {
         true
     }
 
-    /// A live message from the channel. False if a gap could not be filled (replay later).
+    /// A live payload from the channel (one message or a run). False if a gap could not be
+    /// filled (replay later).
     async fn on_live(&self, payload: &str) -> bool {
-        let wire: Wire = match serde_json::from_str(payload) {
+        let mut wire: Wire = match serde_json::from_str(payload) {
             Ok(w) => w,
             Err(err) => {
                 tracing::warn!(error = %err, "unreadable message on the Dragon channel; skipped");
                 return true;
             }
         };
-        let Ok(position) = wire.position.parse::<Position>() else {
-            tracing::warn!(position = %wire.position, "bad position on the Dragon channel");
+        let route_name = std::mem::take(&mut wire.route);
+        let Some(mut entries) = wire.entries() else {
+            tracing::warn!(route = %route_name, "malformed payload on the Dragon channel; skipped");
             return true;
         };
-        let prev: Option<Position> = wire.prev.as_deref().and_then(|p| p.parse().ok());
         let (route, track) = {
             let mut tracks = self.tracks.lock().expect("tracks lock");
-            let route: Arc<str> = match tracks.get_key_value(wire.route.as_str()) {
+            let route: Arc<str> = match tracks.get_key_value(route_name.as_str()) {
                 Some((k, _)) => k.clone(),
-                None => Arc::from(wire.route.as_str()),
+                None => Arc::from(route_name.as_str()),
             };
             let track = *tracks.entry(route.clone()).or_default();
             (route, track)
         };
-        if track.delivered.is_some_and(|d| position <= d) {
-            return true; // already delivered (replayed from the stream)
-        }
-        if let (Some(base), Some(prev)) = (track.base(), prev)
+        // Entries at or before the last position handed over were replayed from the stream.
+        entries.retain(|e| track.delivered.is_none_or(|d| e.position > d));
+        let Some(first) = entries.first() else {
+            return true;
+        };
+        if let (Some(base), Some(prev)) = (track.base(), first.prev)
             && prev > base
         {
-            // Something between what this node delivered and this message never arrived.
-            return match self.fill(&route, base, Some(position)).await {
+            // Something between what this node delivered and these messages never arrived.
+            let until = entries.last().map(|e| e.position);
+            return match self.fill(&route, base, until).await {
                 Ok(()) => true,
                 Err(err) => {
                     tracing::warn!(%route, error = %err, "could not read a gap from Redis");
@@ -154,15 +192,7 @@ impl Shared {
                 }
             };
         }
-        self.deliver_entries(
-            &route,
-            vec![Entry {
-                position,
-                prev,
-                message: Ok(wire.message),
-            }],
-            false,
-        );
+        self.deliver_entries(&route, entries, false);
         true
     }
 }
