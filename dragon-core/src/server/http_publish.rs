@@ -22,6 +22,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Dragon, Inner};
 use crate::broker::{BrokerError, Message};
+use crate::protocol::ErrorCode;
 
 /// Event names reserved for Dragon's own frames.
 pub const RESERVED_EVENTS: [&str; 6] = [
@@ -90,24 +91,7 @@ async fn accept(inner: &Inner, headers: &HeaderMap, body: Body) -> Result<(), Re
         .broker
         .publish(&body.route, message)
         .await
-        .map_err(|err| match err {
-            BrokerError::Unavailable(msg) => {
-                tracing::warn!(error = %msg, "HTTP publish: broker unavailable");
-                Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the broker is unavailable; retry later",
-                )
-            }
-            BrokerError::Other(msg) => {
-                tracing::error!(error = %msg, "HTTP publish failed");
-                Refusal::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal server error",
-                )
-            }
-        })
+        .map_err(Refusal::from)
 }
 
 /// Why a publish is refused: its status and the code and message of the error body.
@@ -128,6 +112,19 @@ impl Refusal {
 
     fn bad_request(message: impl Into<String>) -> Self {
         Refusal::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+/// A broker failure, logged and worded as every failure is ([`crate::Error::to_body`]):
+/// 503 `unavailable` while the broker is down, else 500 `internal`.
+impl From<BrokerError> for Refusal {
+    fn from(err: BrokerError) -> Self {
+        let body = crate::Error::from(err).to_body();
+        let status = match body.code {
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Refusal::new(status, body.code.as_str(), body.message)
     }
 }
 
@@ -213,7 +210,7 @@ mod tests {
     use axum::http::{HeaderMap, StatusCode, header};
     use axum::response::IntoResponse;
 
-    use super::authorize;
+    use super::{BrokerError, Refusal, authorize};
 
     fn with_auth(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -244,5 +241,22 @@ mod tests {
             .into_response();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
         assert!(resp.headers().get(header::WWW_AUTHENTICATE).is_none());
+    }
+
+    #[test]
+    fn broker_failures_are_503_unavailable_or_500_internal_with_nothing_internal_shown() {
+        let down = Refusal::from(BrokerError::Unavailable("redis: connection refused".into()));
+        assert_eq!(
+            (down.status, down.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        let other = Refusal::from(BrokerError::Other("script: bad reply".into()));
+        assert_eq!(
+            (other.status, other.code),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        );
+        for refusal in [down, other] {
+            assert!(!refusal.message.contains("redis") && !refusal.message.contains("script"));
+        }
     }
 }

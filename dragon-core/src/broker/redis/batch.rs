@@ -34,16 +34,14 @@ if #last > 0 then prev = last[1][1] end
 local first = prev
 local id = prev
 local positions = {}
-local messages = {}
 for i = 6, #ARGV do
   id = redis.call('XADD', key, 'MAXLEN', ARGV[5], ARGV[3], '*', 'm', ARGV[i], 'p', prev)
   positions[#positions + 1] = '"' .. id .. '"'
-  messages[#messages + 1] = ARGV[i]
   prev = id
 end
 redis.call('PUBLISH', ARGV[1], '{"route":' .. cjson.encode(ARGV[2]) .. ',"prev":"' .. first ..
   '","positions":[' .. table.concat(positions, ',') .. '],"messages":[' ..
-  table.concat(messages, ',') .. ']}')
+  table.concat(ARGV, ',', 6, #ARGV) .. ']}')
 local age = tonumber(ARGV[4])
 if age > 0 then
   local ms = tonumber(string.match(id, '^(%d+)'))

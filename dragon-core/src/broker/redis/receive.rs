@@ -51,24 +51,27 @@ impl Wire {
     /// pair up).
     fn entries(self) -> Option<Vec<Entry>> {
         let mut prev: Option<Position> = self.prev.as_deref().and_then(|p| p.parse().ok());
-        let pairs: Vec<(String, Message)> = match (self.position, self.message) {
-            (Some(position), Some(message)) => vec![(position, message)],
+        let (positions, messages) = match (self.position, self.message) {
+            (Some(position), Some(message)) => (vec![position], vec![message]),
             (None, None) if self.positions.len() == self.messages.len() => {
-                self.positions.into_iter().zip(self.messages).collect()
+                (self.positions, self.messages)
             }
             _ => return None,
         };
-        let mut entries = Vec::with_capacity(pairs.len());
-        for (position, message) in pairs {
-            let position: Position = position.parse().ok()?;
-            entries.push(Entry {
-                position,
-                prev,
-                message: Ok(message),
-            });
-            prev = Some(position);
-        }
-        Some(entries)
+        positions
+            .iter()
+            .zip(messages)
+            .map(|(position, message)| {
+                let position: Position = position.parse().ok()?;
+                let entry = Entry {
+                    position,
+                    prev,
+                    message: Ok(message),
+                };
+                prev = Some(position);
+                Some(entry)
+            })
+            .collect()
     }
 }
 
