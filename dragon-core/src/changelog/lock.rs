@@ -8,10 +8,15 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use sea_orm::sqlx;
 use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::{DatabaseConnection, DbBackend, DbErr};
+
+/// How often the holder makes sure its lock is still there.
+const RENEW_EVERY: Duration = Duration::from_secs(1);
 
 /// The advisory lock key ("drag" "relay"); advisory locks are per database.
 const PG_KEY: i64 = 0x6472_6167_7265_6c79;
@@ -85,4 +90,71 @@ fn lock_path(db: &DatabaseConnection) -> Option<PathBuf> {
     let mut path = file.as_os_str().to_owned();
     path.push(".dragon-relay");
     Some(PathBuf::from(path))
+}
+
+/// Whether a relay of this process is the active one (its writers need not `NOTIFY`).
+/// With relays for several databases, any active one counts: the others poll.
+pub(crate) fn active_here() -> bool {
+    ACTIVE.load(Ordering::Relaxed) > 0
+}
+
+/// How many relays of this process are active.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// The relay lock as this node holds it: taken when free, checked while held, and counted
+/// in [`ACTIVE`] while held (until dropped).
+pub(super) struct Lease {
+    hold: Option<Hold>,
+    checked: Instant,
+    counted: bool,
+}
+
+impl Lease {
+    pub(super) fn new() -> Self {
+        Lease {
+            hold: None,
+            checked: Instant::now(),
+            counted: false,
+        }
+    }
+
+    /// Tries to take the lock if it is not held, or makes sure it still is (every
+    /// [`RENEW_EVERY`]). Whether this node holds it now.
+    pub(super) async fn refresh(&mut self, db: &DatabaseConnection) -> bool {
+        match &mut self.hold {
+            None => {
+                match try_take(db).await {
+                    Ok(taken) => self.hold = taken,
+                    Err(err) => tracing::warn!(error = %err, "change log: relay lock"),
+                }
+                self.checked = Instant::now();
+            }
+            Some(hold) if self.checked.elapsed() > RENEW_EVERY => {
+                if !still_held(hold).await {
+                    tracing::warn!("change log: lost the relay lock");
+                    self.hold = None;
+                }
+                self.checked = Instant::now();
+            }
+            Some(_) => {}
+        }
+        let held = self.hold.is_some();
+        if held != self.counted {
+            self.counted = held;
+            if held {
+                ACTIVE.fetch_add(1, Ordering::Relaxed);
+            } else {
+                ACTIVE.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        held
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.counted {
+            ACTIVE.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }

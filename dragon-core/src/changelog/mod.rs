@@ -126,7 +126,7 @@ pub(crate) async fn record<C: ConnectionTrait>(
         }
     };
     let at = crate::metrics::unix_ms() as i64;
-    let sql = if backend == DbBackend::Postgres && relay::active_here() {
+    let sql = if backend == DbBackend::Postgres && lock::active_here() {
         sql::RECORD_QUIET_PG
     } else {
         sql::RECORD.get(backend)

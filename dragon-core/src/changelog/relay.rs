@@ -16,8 +16,6 @@ use crate::protocol::ChangeKind;
 /// How often a relay without the lock tries to take it (a dead holder's lock is gone at
 /// once, so its successor starts within this).
 const LEASE_CHECK: Duration = Duration::from_millis(500);
-/// How often the holder makes sure its lock is still there.
-const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// The holder's fallback poll (writes of this process and NOTIFYs wake it sooner).
 const POLL: Duration = Duration::from_millis(250);
 /// How long a woken relay waits for more commits before it reads the log.
@@ -61,15 +59,6 @@ pub(crate) fn status() -> Status {
             relaying: a.relaying || b.relaying,
         })
 }
-
-/// Whether a relay of this process is the active one (its writers need not `NOTIFY`).
-/// With relays for several databases, any active one counts: the others poll.
-pub(crate) fn active_here() -> bool {
-    ACTIVE.load(std::sync::atomic::Ordering::Relaxed) > 0
-}
-
-/// How many relays of this process are active.
-static ACTIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// One database's relay, running in the background until stopped or dropped.
 pub(crate) struct Relay {
@@ -204,60 +193,24 @@ enum Next {
 /// republishes at most this much, which every node and client drops as repeats).
 const MARK_EVERY: Duration = Duration::from_millis(200);
 
+/// The relay's life: while this node holds the lock it relays, otherwise it keeps the
+/// status current and waits for the lock.
 async fn run(s: Arc<Shared>) {
     let mut wake = WAKE.subscribe();
     let mut stop = s.stop.subscribe();
     let notified = Arc::new(Notify::new());
     let listener = (s.db.get_database_backend() == DbBackend::Postgres)
         .then(|| tokio::spawn(listen(s.db.clone(), notified.clone())));
-    let mut hold: Option<lock::Hold> = None;
-    let mut checked = Instant::now();
+    let mut lease = lock::Lease::new();
     let mut pruned = Instant::now();
     let mut cursor = Cursor::default();
-    let mut cursor_held = false;
     while !*stop.borrow() {
-        if hold.is_none() {
-            match lock::try_take(&s.db).await {
-                Ok(taken) => hold = taken,
-                Err(err) => tracing::warn!(error = %err, "change log: relay lock"),
-            }
-            checked = Instant::now();
-        } else if checked.elapsed() > RENEW_EVERY {
-            if !lock::still_held(hold.as_mut().expect("held")).await {
-                tracing::warn!("change log: lost the relay lock");
-                hold = None;
-            }
-            checked = Instant::now();
-        }
-        let held = hold.is_some();
-        if held != cursor_held {
-            cursor_held = held;
-            if held {
-                ACTIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            } else {
-                ACTIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
+        let held = lease.refresh(&s.db).await;
         s.status.lock().expect("status lock").relaying = held;
         if !held {
             cursor = Cursor::default(); // whoever holds the lock moves the log on
         }
-        let step = if held {
-            step(&s, &mut cursor).await
-        } else {
-            measure(&s)
-                .await
-                .map(|()| Next::Idle)
-                .map_err(RelayError::from)
-        };
-        let next = match step {
-            Ok(next) => next,
-            Err(err) => {
-                tracing::warn!(error = %err, "change log: relay step failed; retrying");
-                tokio::time::sleep(RETRY).await;
-                Next::Idle
-            }
-        };
+        let next = turn(&s, held.then_some(&mut cursor)).await;
         if held && pruned.elapsed() > PRUNE_EVERY {
             pruned = Instant::now();
             if let Err(err) = prune(&s.db, cursor.marked).await {
@@ -270,32 +223,49 @@ async fn run(s: Arc<Shared>) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
-            Next::Idle => {}
-        }
-        if held {
-            let woken = tokio::select! {
-                _ = wake.changed() => true,
-                _ = notified.notified() => true,
-                _ = tokio::time::sleep(POLL) => false,
-                _ = stop.changed() => false,
-            };
-            if woken {
-                // Let the commits of this moment gather: one step relays them all, rather
-                // than one step per commit competing with the writers.
-                tokio::time::sleep(GATHER).await;
+            Next::Idle if held => {
+                let woken = tokio::select! {
+                    _ = wake.changed() => true,
+                    _ = notified.notified() => true,
+                    _ = tokio::time::sleep(POLL) => false,
+                    _ = stop.changed() => false,
+                };
+                if woken {
+                    // Let the commits of this moment gather: one step relays them all, rather
+                    // than one step per commit competing with the writers.
+                    tokio::time::sleep(GATHER).await;
+                }
             }
-        } else {
-            tokio::select! {
-                _ = tokio::time::sleep(LEASE_CHECK) => {}
-                _ = stop.changed() => {}
+            Next::Idle => {
+                tokio::select! {
+                    _ = tokio::time::sleep(LEASE_CHECK) => {}
+                    _ = stop.changed() => {}
+                }
             }
         }
-    }
-    if cursor_held {
-        ACTIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
     if let Some(listener) = listener {
         listener.abort();
+    }
+}
+
+/// One turn: a relay step with the lock (`cursor`), a status update without it. A failure
+/// is logged and waited out; the next turn tries again.
+async fn turn(s: &Shared, cursor: Option<&mut Cursor>) -> Next {
+    let result = match cursor {
+        Some(cursor) => step(s, cursor).await,
+        None => measure(s)
+            .await
+            .map(|()| Next::Idle)
+            .map_err(RelayError::from),
+    };
+    match result {
+        Ok(next) => next,
+        Err(err) => {
+            tracing::warn!(error = %err, "change log: relay step failed; retrying");
+            tokio::time::sleep(RETRY).await;
+            Next::Idle
+        }
     }
 }
 
@@ -394,84 +364,20 @@ fn age(at_ms: i64) -> Duration {
 /// if the id is still missing then, it was rolled back, and the relay passes it. (SQLite
 /// writes one transaction at a time and gives rolled-back ids out again: no holes.)
 async fn step(s: &Shared, c: &mut Cursor) -> Result<Next, RelayError> {
-    let backend = s.db.get_database_backend();
-    if c.epoch.is_none() {
-        let stmt = Statement::from_string(backend, sql::EPOCH);
-        c.epoch = Some(
-            scalar::<String>(&s.db, stmt, "value")
-                .await?
-                .unwrap_or_default(),
-        );
-    }
-    let done = match c.done {
-        Some(done) => done,
-        None => {
-            let done = progress(&s.db).await?;
-            c.marked = done;
-            *c.done.insert(done)
-        }
-    };
-    // Checked before reading, so a transaction that commits in between is read below.
-    let hole_over = match c.hole {
-        Some((_, xmax)) => xid(&s.db, sql::XMIN_PG).await? >= xmax,
-        None => false,
-    };
-    let rows =
-        s.db.query_all_raw(Statement::from_sql_and_values(
-            backend,
-            sql::NEXT.get(backend),
-            [done.into(), BATCH.into()],
-        ))
-        .await?;
-    let epoch = c.epoch.as_deref().unwrap_or_default();
-    let mut runs: Vec<(String, Vec<Message>)> = Vec::new();
-    let mut last = done;
-    let mut last_at = None;
-    let mut blocked = false;
-    for row in &rows {
-        let id: i64 = row.try_get("", "id")?;
-        if id != last + 1 && backend == DbBackend::Postgres {
-            match c.hole {
-                Some((missing, _)) if missing == last + 1 && hole_over => {
-                    tracing::debug!(from = last + 1, to = id - 1, "change log: ids rolled back");
-                }
-                Some((missing, _)) if missing == last + 1 => {
-                    blocked = true;
-                    break;
-                }
-                _ => {
-                    c.hole = Some((last + 1, xid(&s.db, sql::XMAX_PG).await?));
-                    blocked = true;
-                    break;
-                }
-            }
-        }
-        c.hole = None;
-        let (route, at, message) = change(row, epoch)?;
-        if let Some(message) = message {
-            match runs.last_mut() {
-                Some((r, messages)) if *r == route => messages.push(message),
-                _ => runs.push((route, vec![message])),
-            }
-        }
-        last = id;
-        last_at = Some(at);
-    }
+    let done = c.load(s).await?;
+    let Read {
+        runs,
+        rows,
+        last,
+        last_at,
+        blocked,
+    } = read(s, c, done).await?;
     for (route, messages) in runs {
         s.broker.publish_many(&route, messages).await?;
     }
     c.done = Some(last);
-    let caught_up = !blocked && (rows.len() as i64) < BATCH;
-    if last > c.marked && (caught_up || c.marked_at.is_none_or(|t| t.elapsed() > MARK_EVERY)) {
-        s.db.execute_raw(Statement::from_sql_and_values(
-            backend,
-            sql::MARK.get(backend),
-            [last.into(), (unix_ms() as i64).into()],
-        ))
-        .await?;
-        c.marked = last;
-        c.marked_at = Some(Instant::now());
-    }
+    let caught_up = !blocked && (rows as i64) < BATCH;
+    c.mark(s, last, caught_up).await?;
     {
         let mut status = s.status.lock().expect("status lock");
         if let Some(at) = last_at {
@@ -492,6 +398,114 @@ async fn step(s: &Shared, c: &mut Cursor) -> Result<Next, RelayError> {
     } else {
         Next::More
     })
+}
+
+impl Cursor {
+    /// The log's epoch and the last id relayed, read from the database on the first step.
+    async fn load(&mut self, s: &Shared) -> Result<i64, DbErr> {
+        if self.epoch.is_none() {
+            let stmt = Statement::from_string(s.db.get_database_backend(), sql::EPOCH);
+            let epoch = scalar::<String>(&s.db, stmt, "value").await?;
+            self.epoch = Some(epoch.unwrap_or_default());
+        }
+        Ok(match self.done {
+            Some(done) => done,
+            None => {
+                let done = progress(&s.db).await?;
+                self.marked = done;
+                *self.done.insert(done)
+            }
+        })
+    }
+
+    /// Records progress up to `last` in the database: when caught up, and every
+    /// [`MARK_EVERY`] while changes keep coming.
+    async fn mark(&mut self, s: &Shared, last: i64, caught_up: bool) -> Result<(), DbErr> {
+        let due = caught_up || self.marked_at.is_none_or(|t| t.elapsed() > MARK_EVERY);
+        if last <= self.marked || !due {
+            return Ok(());
+        }
+        let backend = s.db.get_database_backend();
+        s.db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql::MARK.get(backend),
+            [last.into(), (unix_ms() as i64).into()],
+        ))
+        .await?;
+        self.marked = last;
+        self.marked_at = Some(Instant::now());
+        Ok(())
+    }
+}
+
+/// What one read of the log after `done` gave.
+struct Read {
+    /// The readable changes, as runs of one route, in id order.
+    runs: Vec<(String, Vec<Message>)>,
+    /// Rows read (a full batch means more may be waiting).
+    rows: usize,
+    /// The last id passed, and when it was recorded.
+    last: i64,
+    last_at: Option<i64>,
+    /// Stopped at a hole whose transaction may still commit.
+    blocked: bool,
+}
+
+/// Reads up to [`BATCH`] changes after `done`, up to the first hole that is not known to
+/// be a rollback (see [`step`]).
+async fn read(s: &Shared, c: &mut Cursor, done: i64) -> Result<Read, DbErr> {
+    let backend = s.db.get_database_backend();
+    // Checked before reading, so a transaction that commits in between is read below.
+    let hole_over = match c.hole {
+        Some((_, xmax)) => xid(&s.db, sql::XMIN_PG).await? >= xmax,
+        None => false,
+    };
+    let rows =
+        s.db.query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql::NEXT.get(backend),
+            [done.into(), BATCH.into()],
+        ))
+        .await?;
+    let epoch = c.epoch.as_deref().unwrap_or_default();
+    let mut read = Read {
+        runs: Vec::new(),
+        rows: rows.len(),
+        last: done,
+        last_at: None,
+        blocked: false,
+    };
+    for row in &rows {
+        let id: i64 = row.try_get("", "id")?;
+        let next = read.last + 1;
+        if id != next && backend == DbBackend::Postgres {
+            match c.hole {
+                Some((missing, _)) if missing == next && hole_over => {
+                    tracing::debug!(from = next, to = id - 1, "change log: ids rolled back");
+                }
+                Some((missing, _)) if missing == next => {
+                    read.blocked = true;
+                    break;
+                }
+                _ => {
+                    c.hole = Some((next, xid(&s.db, sql::XMAX_PG).await?));
+                    read.blocked = true;
+                    break;
+                }
+            }
+        }
+        c.hole = None;
+        let (route, at, message) = change(row, epoch)?;
+        if let Some(message) = message {
+            match read.runs.last_mut() {
+                Some((r, messages)) if *r == route => messages.push(message),
+                _ => read.runs.push((route, vec![message])),
+            }
+        }
+        read.last = id;
+        read.last_at = Some(at);
+    }
+    Ok(read)
 }
 
 /// One log row as a message: its route, when it was recorded, and the change (none if

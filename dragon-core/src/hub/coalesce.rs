@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::frame::{Slot, changed_fields, coalesced_frame};
+use super::frame::{EventKind, changed_fields, coalesced_frame};
 use crate::broker::{Envelope, Message};
 
 /// At most this many objects wait per connection; beyond, events fall back to `resync`.
@@ -20,7 +20,7 @@ pub(crate) const MAX_OBJECTS: usize = 10_000;
 
 struct Pending {
     /// Per subscription: its first and last view.
-    subs: BTreeMap<Arc<str>, (Slot, Slot)>,
+    subs: BTreeMap<Arc<str>, (EventKind, EventKind)>,
     latest: Envelope,
     changed: BTreeSet<String>,
 }
@@ -46,7 +46,7 @@ pub(crate) fn object_key(message: &Message) -> Option<String> {
 
 impl Coalesced {
     /// Merges one event; false if it cannot be (custom events, too many objects).
-    pub(crate) fn add(&mut self, env: &Envelope, slot: Slot, subs: &[Arc<str>]) -> bool {
+    pub(crate) fn add(&mut self, env: &Envelope, event_kind: EventKind, subs: &[Arc<str>]) -> bool {
         let Some(id) = object_key(&env.message) else {
             return false;
         };
@@ -76,8 +76,8 @@ impl Coalesced {
             entry
                 .subs
                 .entry(sub.clone())
-                .and_modify(|(_, last)| *last = slot)
-                .or_insert((slot, slot));
+                .and_modify(|(_, last)| *last = event_kind)
+                .or_insert((event_kind, event_kind));
         }
         true
     }
@@ -93,23 +93,23 @@ impl Coalesced {
             let Some(p) = self.pending.remove(&key) else {
                 continue;
             };
-            let mut by_slot: BTreeMap<u8, (Slot, Vec<Arc<str>>)> = BTreeMap::new();
+            let mut by_kind: BTreeMap<u8, (EventKind, Vec<Arc<str>>)> = BTreeMap::new();
             for (sub, (first, last)) in p.subs {
                 let merged = match (first, last) {
-                    (Slot::Created, Slot::Deleted) => continue,
-                    (Slot::Created, _) | (_, Slot::Created) => Slot::Created,
-                    (_, Slot::Deleted) => Slot::Deleted,
-                    _ => Slot::Updated,
+                    (EventKind::Created, EventKind::Deleted) => continue,
+                    (EventKind::Created, _) | (_, EventKind::Created) => EventKind::Created,
+                    (_, EventKind::Deleted) => EventKind::Deleted,
+                    _ => EventKind::Updated,
                 };
-                by_slot
+                by_kind
                     .entry(merged as u8)
                     .or_insert_with(|| (merged, Vec::new()))
                     .1
                     .push(sub);
             }
             let changed: Vec<String> = p.changed.into_iter().collect();
-            for (_, (slot, subs)) in by_slot {
-                frames.push(coalesced_frame(&p.latest, slot, &subs, &changed));
+            for (_, (event_kind, subs)) in by_kind {
+                frames.push(coalesced_frame(&p.latest, event_kind, &subs, &changed));
             }
         }
         frames

@@ -13,15 +13,15 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 
 use super::Hub;
-use super::frame::{self, Prepared, Slot, classify};
+use super::frame::{self, EventKind, MessageFrames, classify};
 use super::outbox::{Frames, Outbound, Outbox};
 use super::route::{Group, GroupId, RouteState, Sub};
 use crate::broker::{Envelope, Message};
 
 /// One connection's share of a message: a frame kind and the subscriptions it names.
-struct Hit {
+struct Delivery {
     outbox: Arc<Outbox>,
-    slot: Slot,
+    event_kind: EventKind,
     ids: Vec<Arc<str>>,
 }
 
@@ -33,7 +33,7 @@ fn is_gap(env: &Envelope) -> bool {
 /// and what was delivered or held back.
 struct Run<'a> {
     live: Vec<&'a Envelope>,
-    prepared: Vec<Prepared<'a>>,
+    per_message: Vec<MessageFrames<'a>>,
     /// For each message, the connection a custom event skips (its sender's), if any.
     except: Vec<Option<&'a Arc<str>>>,
     excepting: bool,
@@ -42,13 +42,13 @@ struct Run<'a> {
     held: u64,
     /// Frames sent one by one after the batches (connections with several subscriptions
     /// here, and those a message skips), one per connection, message and kind.
-    hits: Vec<(usize, Hit)>,
-    seen: HashMap<(u64, usize, Slot), usize>,
+    deliveries: Vec<(usize, Delivery)>,
+    seen: HashMap<(u64, usize, EventKind), usize>,
 }
 
 impl<'a> Run<'a> {
     fn new(live: Vec<&'a Envelope>) -> Self {
-        let prepared = live.iter().map(|&e| Prepared::new(e)).collect();
+        let per_message = live.iter().map(|&e| MessageFrames::new(e)).collect();
         let except: Vec<Option<&Arc<str>>> = live
             .iter()
             .map(|&e| match &*e.message {
@@ -60,10 +60,10 @@ impl<'a> Run<'a> {
             excepting: except.iter().any(Option::is_some),
             delivered: vec![0; live.len()],
             live,
-            prepared,
+            per_message,
             except,
             held: 0,
-            hits: Vec::new(),
+            deliveries: Vec::new(),
             seen: HashMap::new(),
         }
     }
@@ -82,11 +82,13 @@ impl<'a> Run<'a> {
     /// Queues one group's share of the run: a joining member buffers every message it may
     /// concern; the others get the frames of the messages their filter matches.
     fn fan_out(&mut self, group: &mut Group, idxs: &[usize]) {
-        let items: Vec<(usize, Slot)> = idxs
+        let items: Vec<(usize, EventKind)> = idxs
             .iter()
             .filter_map(|&i| {
-                let slot = classify(&group.filter, &self.live[i].message)?;
-                self.prepared[i].worth_sending(slot).then_some((i, slot))
+                let event_kind = classify(&group.filter, &self.live[i].message)?;
+                self.per_message[i]
+                    .worth_sending(event_kind)
+                    .then_some((i, event_kind))
             })
             .collect();
         if items.is_empty() && group.joining == 0 {
@@ -103,11 +105,11 @@ impl<'a> Run<'a> {
                 continue;
             }
             if sub.shared_conn || self.excepting && items.iter().any(|&(i, _)| self.skips(i, sub)) {
-                self.queue_hits(sub, &items);
-            } else if let [(i, slot)] = items[..] {
+                self.queue_deliveries(sub, &items);
+            } else if let [(i, event_kind)] = items[..] {
                 let ids = std::slice::from_ref(&sub.id);
-                let frame = self.prepared[i].frame(slot, ids);
-                self.send(&sub.outbox, frame, i, slot, ids);
+                let frame = self.per_message[i].frame(event_kind, ids);
+                self.send(&sub.outbox, frame, i, event_kind, ids);
             } else {
                 self.send_batch(sub, &items, &mut batches);
             }
@@ -126,23 +128,23 @@ impl<'a> Run<'a> {
 
     /// Frame by frame: a connection with several subscriptions here gets one frame per
     /// message naming all of them; a message that skips this connection is left out.
-    fn queue_hits(&mut self, sub: &Sub, items: &[(usize, Slot)]) {
-        for &(i, slot) in items {
+    fn queue_deliveries(&mut self, sub: &Sub, items: &[(usize, EventKind)]) {
+        for &(i, event_kind) in items {
             if self.skips(i, sub) {
                 continue;
             }
-            match self.seen.entry((sub.outbox.id(), i, slot)) {
+            match self.seen.entry((sub.outbox.id(), i, event_kind)) {
                 std::collections::hash_map::Entry::Occupied(e) => {
-                    self.hits[*e.get()].1.ids.push(sub.id.clone())
+                    self.deliveries[*e.get()].1.ids.push(sub.id.clone())
                 }
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(self.hits.len());
-                    let hit = Hit {
+                    e.insert(self.deliveries.len());
+                    let delivery = Delivery {
                         outbox: sub.outbox.clone(),
-                        slot,
+                        event_kind,
                         ids: vec![sub.id.clone()],
                     };
-                    self.hits.push((i, hit));
+                    self.deliveries.push((i, delivery));
                 }
             }
         }
@@ -153,7 +155,7 @@ impl<'a> Run<'a> {
     fn send_batch(
         &mut self,
         sub: &Sub,
-        items: &[(usize, Slot)],
+        items: &[(usize, EventKind)],
         batches: &mut Vec<(Arc<str>, Arc<Frames>, usize)>,
     ) {
         let ids = std::slice::from_ref(&sub.id);
@@ -163,7 +165,7 @@ impl<'a> Run<'a> {
             None => {
                 let frames = items
                     .iter()
-                    .map(|&(i, slot)| self.prepared[i].frame(slot, ids))
+                    .map(|&(i, event_kind)| self.per_message[i].frame(event_kind, ids))
                     .collect();
                 batches.push((sub.id.clone(), Arc::new(Frames::new(frames)), 0));
                 batches.len() - 1
@@ -175,29 +177,42 @@ impl<'a> Run<'a> {
             return;
         }
         // Behind: each frame joins the backlog (or queues) on its own.
-        for (frame, &(i, slot)) in frames.iter().zip(items) {
-            self.send(&sub.outbox, frame.clone(), i, slot, ids);
+        for (frame, &(i, event_kind)) in frames.iter().zip(items) {
+            self.send(&sub.outbox, frame.clone(), i, event_kind, ids);
         }
     }
 
     /// Queues one frame of message `i` and counts it as delivered or held.
-    fn send(&mut self, outbox: &Outbox, frame: Utf8Bytes, i: usize, slot: Slot, ids: &[Arc<str>]) {
-        if outbox.send_event(frame, self.live[i], slot, ids) {
+    fn send(
+        &mut self,
+        outbox: &Outbox,
+        frame: Utf8Bytes,
+        i: usize,
+        event_kind: EventKind,
+        ids: &[Arc<str>],
+    ) {
+        if outbox.send_event(frame, self.live[i], event_kind, ids) {
             self.delivered[i] += 1;
         } else {
             self.held += 1;
         }
     }
 
-    /// The frames of [`Run::queue_hits`]: per connection in message order, a connection's
+    /// The frames of [`Run::queue_deliveries`]: per connection in message order, a connection's
     /// frames for one message in one order, whichever group came first.
-    fn send_hits(&mut self) {
-        let mut hits = std::mem::take(&mut self.hits);
-        hits.sort_by_key(|(i, h)| (*i, h.outbox.id(), h.slot));
-        for (i, mut hit) in hits {
-            hit.ids.sort_unstable();
-            let frame = self.prepared[i].frame(hit.slot, &hit.ids);
-            self.send(&hit.outbox, frame, i, hit.slot, &hit.ids);
+    fn send_deliveries(&mut self) {
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        deliveries.sort_by_key(|(i, h)| (*i, h.outbox.id(), h.event_kind));
+        for (i, mut delivery) in deliveries {
+            delivery.ids.sort_unstable();
+            let frame = self.per_message[i].frame(delivery.event_kind, &delivery.ids);
+            self.send(
+                &delivery.outbox,
+                frame,
+                i,
+                delivery.event_kind,
+                &delivery.ids,
+            );
         }
     }
 }
@@ -240,7 +255,7 @@ impl Hub {
                 run.fan_out(group, &idxs);
             }
         }
-        run.send_hits();
+        run.send_deliveries();
         // Announced once the frames are queued: a writer waiting for its change to be
         // relayed answers after the event.
         for env in &run.live {

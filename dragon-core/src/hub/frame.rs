@@ -11,39 +11,41 @@ use crate::broker::{Envelope, Message};
 use crate::filter::Filter;
 use crate::protocol::ChangeKind;
 
-/// The frame a subscription gets for one message.
+/// The event a subscription sees of one message (the frame's `event`): unlike
+/// [`ChangeKind`], an update can be seen as created or deleted when the object enters or
+/// leaves the filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum Slot {
+pub(crate) enum EventKind {
     Created,
     Updated,
     Deleted,
     Custom,
 }
 
-impl Slot {
-    /// Its place in a per-slot array.
+impl EventKind {
+    /// Its place in a per-kind array.
     fn index(self) -> usize {
         self as usize
     }
 }
 
 /// Enter/leave semantics: what a subscription with `filter` sees of `message`.
-pub(crate) fn classify(filter: &Filter, message: &Message) -> Option<Slot> {
+pub(crate) fn classify(filter: &Filter, message: &Message) -> Option<EventKind> {
     match message {
         Message::Change { old, new, .. } => {
             let was = old.as_ref().is_some_and(|o| filter.matches(o));
             let is = new.as_ref().is_some_and(|n| filter.matches(n));
             match (was, is) {
-                (false, true) => Some(Slot::Created),
-                (true, false) => Some(Slot::Deleted),
-                (true, true) => Some(Slot::Updated),
+                (false, true) => Some(EventKind::Created),
+                (true, false) => Some(EventKind::Deleted),
+                (true, true) => Some(EventKind::Updated),
                 (false, false) => None,
             }
         }
         Message::Custom { data, .. } => {
             let empty = Map::new();
             let object = data.as_object().unwrap_or(&empty);
-            filter.matches(object).then_some(Slot::Custom)
+            filter.matches(object).then_some(EventKind::Custom)
         }
         Message::Gap => None,
     }
@@ -84,21 +86,21 @@ struct Parts {
     suffix: Vec<u8>,
 }
 
-/// One message's frames, serialized lazily and at most once per slot and `subs` list.
-pub(crate) struct Prepared<'a> {
+/// One message's frames, serialized lazily and at most once per event_kind and `subs` list.
+pub(crate) struct MessageFrames<'a> {
     env: &'a Envelope,
-    /// By slot (see [`Slot::index`]): one for each of the four.
+    /// By event_kind (see [`EventKind::index`]): one for each of the four.
     parts: [Option<Parts>; 4],
     /// Frames naming one subscription: a handful of distinct ids (`s1`, `s2`, ...) cover
     /// most connections, so a short list beats hashing the id for every delivery.
-    single: Vec<(Slot, Arc<str>, Utf8Bytes)>,
-    /// The other frames, by slot and a hash of their `subs` (looked up without allocating).
-    cache: HashMap<(Slot, u64), Vec<Shared>>,
+    single: Vec<(EventKind, Arc<str>, Utf8Bytes)>,
+    /// The other frames, by event_kind and a hash of their `subs` (looked up without allocating).
+    cache: HashMap<(EventKind, u64), Vec<Shared>>,
 }
 
-impl<'a> Prepared<'a> {
+impl<'a> MessageFrames<'a> {
     pub(crate) fn new(env: &'a Envelope) -> Self {
-        Prepared {
+        MessageFrames {
             env,
             parts: Default::default(),
             single: Vec::new(),
@@ -106,16 +108,16 @@ impl<'a> Prepared<'a> {
         }
     }
 
-    /// Whether a slot carries anything (an update that changed no field carries nothing).
-    pub(crate) fn worth_sending(&self, slot: Slot) -> bool {
-        match (&*self.env.message, slot) {
+    /// Whether a event_kind carries anything (an update that changed no field carries nothing).
+    pub(crate) fn worth_sending(&self, event_kind: EventKind) -> bool {
+        match (&*self.env.message, event_kind) {
             (
                 Message::Change {
                     old: Some(old),
                     new: Some(new),
                     ..
                 },
-                Slot::Updated,
+                EventKind::Updated,
             ) => old != new,
             _ => true,
         }
@@ -123,12 +125,12 @@ impl<'a> Prepared<'a> {
 
     /// The frame for `subs` (sorted), from the cache when another connection had the
     /// same list (subscription ids are per connection, so most lists repeat).
-    pub(crate) fn frame(&mut self, slot: Slot, subs: &[Arc<str>]) -> Utf8Bytes {
+    pub(crate) fn frame(&mut self, event_kind: EventKind, subs: &[Arc<str>]) -> Utf8Bytes {
         if let [one] = subs {
             let found = self
                 .single
                 .iter()
-                .find(|(s, id, _)| *s == slot && (Arc::ptr_eq(id, one) || id == one));
+                .find(|(s, id, _)| *s == event_kind && (Arc::ptr_eq(id, one) || id == one));
             if let Some((_, _, bytes)) = found {
                 return bytes.clone();
             }
@@ -137,21 +139,22 @@ impl<'a> Prepared<'a> {
         let same = |(ids, _): &&Shared| ids.as_slice() == subs;
         if let Some((_, bytes)) = self
             .cache
-            .get(&(slot, hash))
+            .get(&(event_kind, hash))
             .and_then(|v| v.iter().find(same))
         {
             return bytes.clone();
         }
         let env = self.env;
-        let parts = self.parts[slot.index()].get_or_insert_with(|| parts(env, slot, None));
+        let parts =
+            self.parts[event_kind.index()].get_or_insert_with(|| parts(env, event_kind, None));
         let bytes = parts.with_subs(subs);
         match subs {
             [one] if self.single.len() < SINGLE_CACHE => {
-                self.single.push((slot, one.clone(), bytes.clone()))
+                self.single.push((event_kind, one.clone(), bytes.clone()))
             }
             _ => self
                 .cache
-                .entry((slot, hash))
+                .entry((event_kind, hash))
                 .or_default()
                 .push((subs.to_vec(), bytes.clone())),
         }
@@ -182,11 +185,11 @@ fn hash_ids(ids: &[Arc<str>]) -> u64 {
 /// given changed fields rather than the last message's.
 pub(crate) fn coalesced_frame(
     env: &Envelope,
-    slot: Slot,
+    event_kind: EventKind,
     subs: &[Arc<str>],
     changed: &[String],
 ) -> Utf8Bytes {
-    parts(env, slot, Some(changed)).with_subs(subs)
+    parts(env, event_kind, Some(changed)).with_subs(subs)
 }
 
 /// Appends `value` as JSON.
@@ -195,13 +198,13 @@ fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 }
 
 /// The frame around its `subs` list, written straight into its buffers (it is built once
-/// per message and slot, on the fan-out's path: no intermediate JSON values).
-fn parts(env: &Envelope, slot: Slot, changed_override: Option<&[String]>) -> Parts {
+/// per message and event_kind, on the fan-out's path: no intermediate JSON values).
+fn parts(env: &Envelope, event_kind: EventKind, changed_override: Option<&[String]>) -> Parts {
     use std::borrow::Cow;
     use std::io::Write;
     let mut suffix = Vec::with_capacity(160);
     suffix.extend_from_slice(br#","data":"#);
-    let (event, changed, version) = match (&*env.message, slot) {
+    let (event, changed, version) = match (&*env.message, event_kind) {
         (Message::Custom { event, data, .. }, _) => {
             push_json(&mut suffix, data);
             (event.as_str(), None, None)
@@ -218,27 +221,29 @@ fn parts(env: &Envelope, slot: Slot, changed_override: Option<&[String]>) -> Par
                 version,
                 ..
             },
-            slot,
+            event_kind,
         ) => {
-            let name = match slot {
-                Slot::Created => ChangeKind::Created,
-                Slot::Updated => ChangeKind::Updated,
+            let name = match event_kind {
+                EventKind::Created => ChangeKind::Created,
+                EventKind::Updated => ChangeKind::Updated,
                 _ => ChangeKind::Deleted,
             };
             // A deleted row, and a row that left the filter through an update, are described
             // by their state before the change: the last one the subscription was entitled to
             // see (the new state may be outside its scope).
-            let object = match (kind, slot) {
-                (ChangeKind::Deleted, _) | (_, Slot::Deleted) => old,
+            let object = match (kind, event_kind) {
+                (ChangeKind::Deleted, _) | (_, EventKind::Deleted) => old,
                 _ => new,
             };
             match object {
                 Some(object) => push_json(&mut suffix, object),
                 None => suffix.extend_from_slice(b"{}"),
             }
-            let changed = match (slot, old, new, changed_override) {
-                (Slot::Updated, _, _, Some(fields)) => Some(Cow::Borrowed(fields)),
-                (Slot::Updated, Some(o), Some(n), None) => Some(Cow::Owned(changed_fields(o, n))),
+            let changed = match (event_kind, old, new, changed_override) {
+                (EventKind::Updated, _, _, Some(fields)) => Some(Cow::Borrowed(fields)),
+                (EventKind::Updated, Some(o), Some(n), None) => {
+                    Some(Cow::Owned(changed_fields(o, n)))
+                }
                 _ => None,
             };
             (name.as_str(), changed, *version)
@@ -338,8 +343,8 @@ mod tests {
                 message: Arc::new(message),
                 published_ms: 0,
             };
-            if let Some(slot) = classify(&filter, &env.message) {
-                let bytes = parts(&env, slot, None).with_subs(&[Arc::from("s1")]);
+            if let Some(event_kind) = classify(&filter, &env.message) {
+                let bytes = parts(&env, event_kind, None).with_subs(&[Arc::from("s1")]);
                 let frame: Value = serde_json::from_str(bytes.as_str()).unwrap();
                 let data = frame["data"].as_object().cloned().unwrap_or_default();
                 prop_assert!(scope.matches(&data), "{frame} outside {readable:?}");
@@ -360,14 +365,14 @@ mod tests {
                 message: Arc::new(message),
                 published_ms: 0,
             };
-            let mut prepared = Prepared::new(&env);
+            let mut frames = MessageFrames::new(&env);
             for ids in conns {
                 let subs: Vec<Arc<str>> = ids.iter().map(|i| Arc::from(format!("s{i}"))).collect();
-                for slot in [Slot::Created, Slot::Updated, Slot::Deleted] {
-                    let shared = prepared.frame(slot, &subs);
-                    let again = prepared.frame(slot, &subs);
+                for event_kind in [EventKind::Created, EventKind::Updated, EventKind::Deleted] {
+                    let shared = frames.frame(event_kind, &subs);
+                    let again = frames.frame(event_kind, &subs);
                     prop_assert_eq!(shared.as_str(), again.as_str());
-                    let own = own_encoding(&env, slot, &subs);
+                    let own = own_encoding(&env, event_kind, &subs);
                     let got: Value = serde_json::from_str(shared.as_str()).unwrap();
                     prop_assert_eq!(got, own);
                 }
@@ -388,7 +393,7 @@ mod tests {
             published_ms: 0,
         };
         let subs: Vec<Arc<str>> = vec![Arc::from("s1"), Arc::from("s2")];
-        let frame = Prepared::new(&env).frame(Slot::Custom, &subs);
+        let frame = MessageFrames::new(&env).frame(EventKind::Custom, &subs);
         let got: Value = serde_json::from_str(frame.as_str()).unwrap();
         assert_eq!(
             got,
@@ -398,7 +403,7 @@ mod tests {
     }
 
     /// A frame built field by field for one connection, as a plain JSON value.
-    fn own_encoding(env: &Envelope, slot: Slot, subs: &[Arc<str>]) -> Value {
+    fn own_encoding(env: &Envelope, event_kind: EventKind, subs: &[Arc<str>]) -> Value {
         let Message::Change {
             old,
             new,
@@ -409,13 +414,13 @@ mod tests {
         else {
             unreachable!("changes only")
         };
-        let name = match slot {
-            Slot::Created => "created",
-            Slot::Updated => "updated",
+        let name = match event_kind {
+            EventKind::Created => "created",
+            EventKind::Updated => "updated",
             _ => "deleted",
         };
-        let object = match (kind, slot) {
-            (ChangeKind::Deleted, _) | (_, Slot::Deleted) => old,
+        let object = match (kind, event_kind) {
+            (ChangeKind::Deleted, _) | (_, EventKind::Deleted) => old,
             _ => new,
         };
         let mut frame = json!({
@@ -425,7 +430,7 @@ mod tests {
             "data": object.clone().unwrap_or_default(),
             "position": env.position.to_string(),
         });
-        if let (Slot::Updated, Some(o), Some(n)) = (slot, old, new) {
+        if let (EventKind::Updated, Some(o), Some(n)) = (event_kind, old, new) {
             frame["changed"] = json!(changed_fields(o, n));
         }
         if let Some(v) = version {

@@ -26,7 +26,7 @@ use crate::filter::Filter;
 use crate::metrics::Metrics;
 use crate::presence::Registry;
 
-use frame::{Prepared, classify};
+use frame::{MessageFrames, classify};
 pub(crate) use frame::{resync_frame, revoked_frame};
 pub(crate) use outbox::Stop;
 pub use outbox::{Budget, Outbound, Outbox, Receiver, SLOW_CONSUMER_GRACE};
@@ -95,12 +95,12 @@ impl Replayer<'_> {
                 self.outbox.send(Outbound::Text(frame));
                 continue;
             }
-            let Some(slot) = classify(self.filter, &env.message) else {
+            let Some(event_kind) = classify(self.filter, &env.message) else {
                 continue;
             };
-            let mut prepared = Prepared::new(env);
-            if prepared.worth_sending(slot) {
-                let frame = prepared.frame(slot, std::slice::from_ref(self.id));
+            let mut frames = MessageFrames::new(env);
+            if frames.worth_sending(event_kind) {
+                let frame = frames.frame(event_kind, std::slice::from_ref(self.id));
                 self.outbox.send(Outbound::Text(frame));
             }
         }
@@ -367,18 +367,19 @@ impl Hub {
         reply: impl FnOnce(&Joined) -> Utf8Bytes,
     ) -> Result<Joined, Error> {
         let state = self.shard(outbox).route(route);
-        let cut = {
+        let live_from = {
             let mut st = state.lock().expect("route lock");
             st.insert(key, outbox.clone(), id.clone(), filter.clone());
             st.position
         };
-        let (position, recovered, replay) = match self.join(route, cut, start, max_replay).await {
-            Ok(j) => j,
-            Err(err) => {
-                state.lock().expect("route lock").remove(key);
-                return Err(err);
-            }
-        };
+        let (position, recovered, replay) =
+            match self.join(route, live_from, start, max_replay).await {
+                Ok(j) => j,
+                Err(err) => {
+                    state.lock().expect("route lock").remove(key);
+                    return Err(err);
+                }
+            };
         let joined = Joined {
             key,
             position,
@@ -434,22 +435,22 @@ impl Hub {
     }
 
     /// Finds where a joining subscription stands: its position, whether it recovered, and
-    /// the history to replay up to `cut` (later messages arrive through the join buffer).
+    /// the history to replay up to `live_from` (later messages arrive through the join buffer).
     async fn join(
         &self,
         route: &str,
-        cut: Option<Position>,
+        live_from: Option<Position>,
         start: Start,
         max_replay: usize,
     ) -> Result<(Position, bool, Vec<Envelope>), Error> {
-        let cut = match cut {
+        let live_from = match live_from {
             Some(p) => p,
             None => self.broker.head(route).await?,
         };
         match start {
-            Start::Now => Ok((cut, true, Vec::new())),
-            Start::Unknown => Ok((cut, false, Vec::new())),
-            Start::After(since) if since == cut => Ok((cut, true, Vec::new())),
+            Start::Now => Ok((live_from, true, Vec::new())),
+            Start::Unknown => Ok((live_from, false, Vec::new())),
+            Start::After(since) if since == live_from => Ok((live_from, true, Vec::new())),
             // Ahead of this node is fine if the broker knows the position (another node
             // dispatched further); a position it does not know must not become the join
             // point, or live events before it would be skipped.
@@ -459,16 +460,19 @@ impl Hub {
                     .history_at_most(route, since, max_replay)
                     .await?
                 {
-                    History::Complete(_) if since > cut => Ok((since, true, Vec::new())),
+                    History::Complete(_) if since > live_from => Ok((since, true, Vec::new())),
                     History::Complete(events) => {
-                        let replay = events.into_iter().filter(|e| e.position <= cut).collect();
-                        Ok((cut, true, replay))
+                        let replay = events
+                            .into_iter()
+                            .filter(|e| e.position <= live_from)
+                            .collect();
+                        Ok((live_from, true, replay))
                     }
                     History::TooLong => {
                         tracing::debug!(%route, max_replay, "a replay too long to send: not recovered");
-                        Ok((cut, false, Vec::new()))
+                        Ok((live_from, false, Vec::new()))
                     }
-                    History::Gone => Ok((cut, false, Vec::new())),
+                    History::Gone => Ok((live_from, false, Vec::new())),
                 }
             }
         }

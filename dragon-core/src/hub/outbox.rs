@@ -22,7 +22,7 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use super::coalesce::Coalesced;
-use super::frame::{Slot, resync_frame};
+use super::frame::{EventKind, resync_frame};
 use crate::broker::Envelope;
 
 /// What the writer sends next.
@@ -31,7 +31,7 @@ pub enum Outbound {
     Text(Utf8Bytes),
     /// A WebSocket ping (the server checks that the peer is still there).
     Ping,
-    /// Boxed, so a queue slot is no larger than a text frame's.
+    /// Boxed, so a queue event_kind is no larger than a text frame's.
     Close(Box<(crate::protocol::CloseCode, String)>),
     /// Event frames sent together, shared with other connections (see [`Frames`]).
     Batch(Arc<Frames>),
@@ -168,7 +168,7 @@ impl Budget {
 pub struct Outbox {
     id: u64,
     /// What waits for the writer. Unallocated while empty: an idle connection holds no
-    /// queue memory (a channel would keep a block of slots for its whole life).
+    /// queue memory (a channel would keep a block of kinds for its whole life).
     queue: Mutex<Queue>,
     /// The writer, when it waits for the queue.
     ready: AtomicWaker,
@@ -315,13 +315,13 @@ impl Outbox {
         self.budget.grace
     }
 
-    /// Queues an event frame (kind `slot` of `env`, for `subs`), or, for a slow consumer,
+    /// Queues an event frame (kind `event_kind` of `env`, for `subs`), or, for a slow consumer,
     /// merges it into the backlog. Returns whether it was queued as is.
     pub(crate) fn send_event(
         &self,
         frame: Utf8Bytes,
         env: &Envelope,
-        slot: Slot,
+        event_kind: EventKind,
         subs: &[Arc<str>],
     ) -> bool {
         let room = || !self.over_budget();
@@ -336,7 +336,7 @@ impl Outbox {
             return true;
         }
         self.backlogged.store(true, Ordering::Release);
-        if !backlog.coalesced.add(env, slot, subs) {
+        if !backlog.coalesced.add(env, event_kind, subs) {
             backlog
                 .resync
                 .entry(env.route.clone())

@@ -1,13 +1,12 @@
-//! One WebSocket connection: hello, the read loop, request tasks and the writer.
+//! One WebSocket connection: admission, hello, the read loop and its request tasks (the
+//! socket's writer is `writer.rs`).
 //!
 //! Requests run concurrently (up to the in-flight limit); their replies and the hub's events
 //! share one ordered [`Outbox`]. Bad input is answered, never fatal, except a frame over the
 //! size limit (close 1009).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::Poll;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::FutureExt;
@@ -21,7 +20,7 @@ use super::request::parse_request;
 use super::{Dragon, dragon_route};
 use crate::auth::Identity;
 use crate::error::Error;
-use crate::hub::{Budget, Outbound, Outbox, Receiver, Stop};
+use crate::hub::{Budget, Outbound, Outbox, Stop};
 use crate::protocol::{CloseCode, Output, PROTOCOL_VERSION, Reply, Request, RequestId, close};
 use crate::publish;
 use crate::router::{Conn, Ctx};
@@ -69,7 +68,7 @@ pub(super) async fn run(
     outbox.send(Outbound::Text(Utf8Bytes::from(hello)));
 
     let shutdown = inner.shutdown.subscribe();
-    let writer = tokio::spawn(write_loop(sink, rx, outbox.clone()));
+    let writer = tokio::spawn(super::writer::write_loop(sink, rx, outbox.clone()));
     let hook_ctx = || {
         Ctx::new(
             conn.clone(),
@@ -169,98 +168,163 @@ async fn read_loop(
     mut shutdown: watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Ended {
-    let outbox = &conn.outbox;
     let limits = &dragon.inner.limits;
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let mut seq: u64 = 0;
     let every = limits.ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let mut heard = tokio::time::Instant::now();
-    let mut last_request = tokio::time::Instant::now();
-    let grace = limits.token_grace;
+    let mut reader = Reader::new(dragon, conn);
     loop {
-        if outbox.over_budget() {
+        if conn.outbox.over_budget() {
             tokio::select! {
-                within = outbox.room() => if !within {
-                    tracing::debug!(conn = %conn.id, "over its outbound budget for the grace: closing with 4008");
-                    outbox.kill();
-                    return Ended::Gone;
+                within = conn.outbox.room() => if !within {
+                    return reader.stuck();
                 },
                 _ = raised(&mut shutdown) => return Ended::Shutdown,
-                _ = outbox.writer_ended.raised() => return Ended::Gone,
+                _ = conn.outbox.writer_ended.raised() => return Ended::Gone,
             }
             // Time spent waiting for the client to read is not silence on its part.
-            heard = tokio::time::Instant::now();
+            reader.heard = tokio::time::Instant::now();
             continue;
         }
-        let deadline = conn.expiry_deadline(grace);
-        let idle_at = limits.idle_timeout.map(|t| last_request + t);
+        let deadline = conn.expiry_deadline(limits.token_grace);
+        let idle_at = limits.idle_timeout.map(|t| reader.last_request + t);
         let msg = tokio::select! {
             msg = stream.next() => msg,
-            _ = sleep_until_some(deadline) => {
-                if conn.expired(grace) {
-                    tracing::debug!(conn = %conn.id, "token expired: closing with 4003");
-                    outbox.send(Outbound::close(close::TOKEN_EXPIRED, "token expired"));
-                    return Ended::Gone;
-                }
-                continue; // renewed meanwhile (`dragon.auth`)
-            }
-            _ = sleep_until_some(idle_at) => {
-                tracing::debug!(conn = %conn.id, "idle: closing with 4009");
-                outbox.send(Outbound::close(close::IDLE, "idle"));
-                return Ended::Gone;
-            }
-            _ = ping.tick() => {
-                if heard.elapsed() >= every * 2 {
-                    tracing::debug!(conn = %conn.id, "no answer to pings: dropping a half-open connection");
-                    outbox.raise(Stop::SocketGone);
-                    return Ended::Gone;
-                }
-                outbox.send(Outbound::Ping);
-                continue;
-            }
+            _ = sleep_until_some(deadline) => match reader.token_timer() {
+                Some(ended) => return ended,
+                None => continue, // renewed meanwhile (`dragon.auth`)
+            },
+            _ = sleep_until_some(idle_at) => return reader.idle(),
+            _ = ping.tick() => match reader.ping(every) {
+                Some(ended) => return ended,
+                None => continue,
+            },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             _ = raised(&mut shutdown) => return Ended::Shutdown,
-            _ = outbox.writer_ended.raised() => return Ended::Gone,
+            _ = conn.outbox.writer_ended.raised() => return Ended::Gone,
         };
-        heard = tokio::time::Instant::now();
+        reader.heard = tokio::time::Instant::now();
         let Some(msg) = msg else { return Ended::Gone };
+        if let Some(ended) = reader.frame(msg, tasks) {
+            return ended;
+        }
+    }
+}
+
+/// The read loop's state, and what it does on each thing it waits for.
+struct Reader<'a> {
+    dragon: &'a Dragon,
+    conn: &'a Arc<Conn>,
+    /// Requests of this connection running now (bounded by the in-flight limit).
+    in_flight: Arc<AtomicUsize>,
+    /// Text frames read so far: a request's place in the connection's order.
+    seq: u64,
+    /// When the peer was last heard from (a frame, or reading what it was sent).
+    heard: tokio::time::Instant,
+    /// When the last request came: the idle timeout counts from it, not from heartbeats.
+    last_request: tokio::time::Instant,
+}
+
+impl<'a> Reader<'a> {
+    fn new(dragon: &'a Dragon, conn: &'a Arc<Conn>) -> Self {
+        let now = tokio::time::Instant::now();
+        Reader {
+            dragon,
+            conn,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            seq: 0,
+            heard: now,
+            last_request: now,
+        }
+    }
+
+    /// Over its outbound budget for the whole grace: the client does not read.
+    fn stuck(&self) -> Ended {
+        tracing::debug!(conn = %self.conn.id, "over its outbound budget for the grace: closing with 4008");
+        self.conn.outbox.kill();
+        Ended::Gone
+    }
+
+    /// The token's deadline passed: closes with 4003, unless it was renewed meanwhile.
+    fn token_timer(&self) -> Option<Ended> {
+        if !self.conn.expired(self.dragon.inner.limits.token_grace) {
+            return None;
+        }
+        tracing::debug!(conn = %self.conn.id, "token expired: closing with 4003");
+        self.conn
+            .outbox
+            .send(Outbound::close(close::TOKEN_EXPIRED, "token expired"));
+        Some(Ended::Gone)
+    }
+
+    /// No request for the idle timeout: closes with 4009.
+    fn idle(&self) -> Ended {
+        tracing::debug!(conn = %self.conn.id, "idle: closing with 4009");
+        self.conn.outbox.send(Outbound::close(close::IDLE, "idle"));
+        Ended::Gone
+    }
+
+    /// Pings, or drops a peer that answered nothing through two pings (half-open).
+    fn ping(&self, every: std::time::Duration) -> Option<Ended> {
+        if self.heard.elapsed() >= every * 2 {
+            tracing::debug!(conn = %self.conn.id, "no answer to pings: dropping a half-open connection");
+            self.conn.outbox.raise(Stop::SocketGone);
+            return Some(Ended::Gone);
+        }
+        self.conn.outbox.send(Outbound::Ping);
+        None
+    }
+
+    /// One frame (or socket error) from the peer; `Some` when the connection ends with it.
+    fn frame(
+        &mut self,
+        msg: Result<WsMessage, axum::Error>,
+        tasks: &mut JoinSet<()>,
+    ) -> Option<Ended> {
+        let outbox = &self.conn.outbox;
         match msg {
             Ok(WsMessage::Text(t)) => {
-                seq += 1;
-                if handle_text(dragon, conn, &in_flight, tasks, t.as_str(), seq) {
-                    last_request = heard;
+                self.seq += 1;
+                let (dragon, conn) = (self.dragon, self.conn);
+                if handle_text(dragon, conn, &self.in_flight, tasks, t.as_str(), self.seq) {
+                    self.last_request = self.heard;
                 }
+                None
             }
             Ok(WsMessage::Binary(_)) => {
-                last_request = heard;
+                self.last_request = self.heard;
                 let err = Error::bad_request("binary frames are not supported; send JSON text");
                 outbox.send(failure(None, &err));
+                None
             }
-            Ok(WsMessage::Close(_)) => return Ended::Gone,
-            Ok(_) => {}
-            Err(err) => match SocketError::of(&err) {
-                SocketError::TooBig => {
-                    tracing::debug!(conn = %conn.id, "frame over the size limit");
-                    outbox.send(Outbound::close(close::TOO_BIG, "frame too large"));
-                    return Ended::Gone;
-                }
-                SocketError::NotUtf8 => {
-                    // RFC 6455 fails the connection (1007); the client hears why first.
-                    let err = Error::bad_request(
-                        "text frames must be valid UTF-8: closing the connection (1007)",
-                    );
-                    outbox.send(failure(None, &err));
-                    outbox.send(Outbound::close(close::INVALID_DATA, "invalid UTF-8"));
-                    return Ended::Gone;
-                }
-                SocketError::Other => {
-                    tracing::debug!(conn = %conn.id, error = %err, "socket error");
-                    outbox.raise(Stop::SocketGone);
-                    return Ended::Gone;
-                }
-            },
+            Ok(WsMessage::Close(_)) => Some(Ended::Gone),
+            Ok(_) => None,
+            Err(err) => Some(self.socket_error(&err)),
         }
+    }
+
+    /// A frame over the size limit (1009), a text frame that is not UTF-8 (1007), or a
+    /// socket that failed.
+    fn socket_error(&self, err: &axum::Error) -> Ended {
+        let outbox = &self.conn.outbox;
+        match SocketError::of(err) {
+            SocketError::TooBig => {
+                tracing::debug!(conn = %self.conn.id, "frame over the size limit");
+                outbox.send(Outbound::close(close::TOO_BIG, "frame too large"));
+            }
+            SocketError::NotUtf8 => {
+                // RFC 6455 fails the connection (1007); the client hears why first.
+                let err = Error::bad_request(
+                    "text frames must be valid UTF-8: closing the connection (1007)",
+                );
+                outbox.send(failure(None, &err));
+                outbox.send(Outbound::close(close::INVALID_DATA, "invalid UTF-8"));
+            }
+            SocketError::Other => {
+                tracing::debug!(conn = %self.conn.id, error = %err, "socket error");
+                outbox.raise(Stop::SocketGone);
+            }
+        }
+        Ended::Gone
     }
 }
 
@@ -271,141 +335,6 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
         Some(d) => Box::pin(tokio::time::sleep_until(d)).await,
         None => std::future::pending().await,
     }
-}
-
-/// How the writer's loop ends.
-enum WriterEnd {
-    /// Send this close frame (the socket still works).
-    Close(CloseCode, String),
-    /// The socket is unusable, or the reader said so.
-    Dead,
-    /// The socket took nothing for the grace, or the client stayed over its budget (4008).
-    Stuck,
-}
-
-/// The only task that writes to the socket. Frames already queued are written together
-/// and flushed once, so a busy connection costs one syscall per batch, not per frame. A
-/// batch the socket does not take within the grace ends the connection (4008): a client
-/// that stops reading holds no task and no memory beyond its budget for long. While it
-/// waits, the writer holds its socket half, its queue and nothing else (the reasons to stop
-/// are bits in the outbox that wake it like a queued frame).
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, WsMessage>,
-    mut rx: Receiver,
-    outbox: Arc<Outbox>,
-) {
-    // However it ends, the reader hears of it.
-    struct Ended<'a>(&'a Outbox);
-    impl Drop for Ended<'_> {
-        fn drop(&mut self) {
-            self.0.writer_ended.raise();
-        }
-    }
-    let _ended = Ended(&outbox);
-    let end = loop {
-        let first = match rx.next().await {
-            Ok(first) => first,
-            Err(Stop::Killed) => break WriterEnd::Stuck,
-            Err(Stop::GoingAway) => {
-                break WriterEnd::Close(close::GOING_AWAY, "server going away".into());
-            }
-            Err(Stop::SocketGone) => break WriterEnd::Dead,
-        };
-        // Most batches complete without waiting for the socket: the timer that bounds a
-        // stuck write is only armed for one that has to wait.
-        let mut batch = std::pin::pin!(write_batch(&mut sink, first, &mut rx, &outbox));
-        let outcome = match std::future::poll_fn(|cx| Poll::Ready(batch.as_mut().poll(cx))).await {
-            Poll::Ready(done) => Ok(done),
-            Poll::Pending => tokio::select! {
-                outcome = Box::pin(tokio::time::timeout(outbox.grace(), batch)) => outcome.map_err(|_| ()),
-                _ = outbox.until_killed() => Err(()),
-            },
-        };
-        let ended = match outcome {
-            Ok(Ok(None)) => None,
-            Ok(Ok(Some(close))) => Some(close),
-            Ok(Err(())) => Some(WriterEnd::Dead),
-            Err(()) => {
-                tracing::debug!(
-                    conn = outbox.id(),
-                    "the socket took no data for the grace: closing with 4008"
-                );
-                Some(WriterEnd::Stuck)
-            }
-        };
-        if let Some(end) = ended {
-            break end;
-        }
-    };
-    // Boxed: the closing steps are not part of every waiting writer's memory.
-    Box::pin(finish(sink, end)).await;
-}
-
-/// Sends the close frame `end` calls for (a stuck socket gets a moment's try) and closes.
-async fn finish(mut sink: SplitSink<WebSocket, WsMessage>, end: WriterEnd) {
-    let bounded = match end {
-        WriterEnd::Stuck => std::time::Duration::from_millis(100),
-        _ => std::time::Duration::from_secs(2),
-    };
-    let frame = match end {
-        WriterEnd::Stuck => Some(CloseFrame {
-            code: close::SLOW_CONSUMER.into(),
-            reason: "slow consumer".into(),
-        }),
-        WriterEnd::Close(code, reason) => Some(CloseFrame {
-            code: code.into(),
-            reason: reason.into(),
-        }),
-        WriterEnd::Dead => None,
-    };
-    if let Some(frame) = frame {
-        let _ = tokio::time::timeout(bounded, sink.send(WsMessage::Close(Some(frame)))).await;
-    }
-    let _ = tokio::time::timeout(bounded, sink.close()).await;
-}
-
-/// Writes `first` and whatever else is queued (up to a batch), then what a slow consumer is
-/// owed, and flushes. `Ok(Some(..))`: a close frame came up; `Err`: the socket failed.
-async fn write_batch(
-    sink: &mut SplitSink<WebSocket, WsMessage>,
-    first: Outbound,
-    rx: &mut Receiver,
-    outbox: &Outbox,
-) -> Result<Option<WriterEnd>, ()> {
-    const BATCH: usize = 256;
-    let mut next = Some(first);
-    let mut written = 0;
-    while let Some(frame) = next.take() {
-        outbox.sent(&frame);
-        written += frame.count();
-        match frame {
-            Outbound::Text(t) => feed(sink, WsMessage::Text(t)).await?,
-            Outbound::Ping => feed(sink, WsMessage::Ping(Default::default())).await?,
-            Outbound::Batch(frames) => {
-                for frame in frames.iter() {
-                    feed(sink, WsMessage::Text(frame.clone())).await?;
-                }
-            }
-            Outbound::Close(closing) => {
-                let (code, reason) = *closing;
-                sink.flush().await.map_err(|_| ())?;
-                return Ok(Some(WriterEnd::Close(code, reason)));
-            }
-        }
-        if written < BATCH {
-            next = rx.try_recv();
-        }
-    }
-    for owed in outbox.take_owed() {
-        feed(sink, WsMessage::Text(owed)).await?;
-    }
-    sink.flush().await.map_err(|_| ())?;
-    Ok(None)
-}
-
-/// Buffers one message for the next flush; `Err` if the socket failed.
-async fn feed(sink: &mut SplitSink<WebSocket, WsMessage>, message: WsMessage) -> Result<(), ()> {
-    sink.feed(message).await.map_err(|_| ())
 }
 
 /// Resolves once a watch flag is raised (or its sender is gone).

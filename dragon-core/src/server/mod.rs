@@ -9,6 +9,7 @@ mod health;
 mod http_publish;
 mod limits;
 mod request;
+mod writer;
 
 use std::collections::HashMap;
 use std::future::Future;

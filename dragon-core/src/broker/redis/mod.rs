@@ -558,7 +558,7 @@ impl Broker for RedisBroker {
         };
         let track = tracks.entry(route).or_default();
         if track.delivered.is_none() {
-            track.floor = Some(track.floor.map_or(head, |f| f.min(head)));
+            track.joined_at = Some(track.joined_at.map_or(head, |f| f.min(head)));
         }
         Ok(head)
     }

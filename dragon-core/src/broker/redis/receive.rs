@@ -19,12 +19,14 @@ pub(super) struct Track {
     /// The last position handed to the hub.
     pub(super) delivered: Option<Position>,
     /// With nothing delivered yet: the earliest head reported (where subscriptions joined).
-    pub(super) floor: Option<Position>,
+    pub(super) joined_at: Option<Position>,
 }
 
 impl Track {
+    /// Where the route's stream continues for this node: after what it delivered, or
+    /// after where its first subscription joined. A gap check or a replay starts here.
     fn base(&self) -> Option<Position> {
-        self.delivered.or(self.floor)
+        self.delivered.or(self.joined_at)
     }
 }
 
@@ -77,40 +79,57 @@ impl Wire {
 
 impl Shared {
     fn deliver(&self, route: &Arc<str>, position: Position, message: Message) {
-        let env = Envelope {
+        self.send_all(std::iter::once(Self::envelope(route, position, message)));
+    }
+
+    fn envelope(route: &Arc<str>, position: Position, message: Message) -> Envelope {
+        Envelope {
             route: route.clone(),
             position,
             message: Arc::new(message),
             // A stream entry id starts with Redis's clock at XADD: the publish time.
             published_ms: position.0,
-        };
-        self.senders
-            .lock()
-            .expect("senders lock")
-            .retain(|tx| tx.send(env.clone()).is_ok());
+        }
     }
 
-    /// Hands `entries` (ascending) over, skipping what was delivered already.
+    /// Hands envelopes to every hub, under one lock for the whole run.
+    fn send_all(&self, envs: impl IntoIterator<Item = Envelope>) {
+        let mut senders = self.senders.lock().expect("senders lock");
+        for env in envs {
+            senders.retain(|tx| tx.send(env.clone()).is_ok());
+        }
+    }
+
+    /// Hands `entries` (ascending) over, skipping what was delivered already: the route's
+    /// track is read and moved once per run, and the run is sent under one lock.
     fn deliver_entries(&self, route: &Arc<str>, entries: Vec<Entry>, replayed: bool) {
-        for e in entries {
-            {
-                let mut tracks = self.tracks.lock().expect("tracks lock");
-                let track = tracks.entry(route.clone()).or_default();
-                if track.delivered.is_some_and(|d| e.position <= d) {
-                    continue;
-                }
-                track.delivered = Some(e.position);
+        let fresh: Vec<Entry> = {
+            let mut tracks = self.tracks.lock().expect("tracks lock");
+            let track = tracks.entry(route.clone()).or_default();
+            let fresh: Vec<Entry> = entries
+                .into_iter()
+                .filter(|e| track.delivered.is_none_or(|d| e.position > d))
+                .collect();
+            if let Some(last) = fresh.last() {
+                track.delivered = Some(last.position);
             }
-            match e.message {
-                Ok(message) => {
-                    if replayed {
-                        self.stats.replayed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.deliver(route, e.position, message);
-                }
-                Err(err) => tracing::warn!(%route, position = %e.position, error = %err,
-                    "unreadable message in the Redis stream; skipped"),
+            fresh
+        };
+        let mut readable = 0u64;
+        let envs = fresh.into_iter().filter_map(|e| match e.message {
+            Ok(message) => {
+                readable += 1;
+                Some(Self::envelope(route, e.position, message))
             }
+            Err(err) => {
+                tracing::warn!(%route, position = %e.position, error = %err,
+                    "unreadable message in the Redis stream; skipped");
+                None
+            }
+        });
+        self.send_all(envs);
+        if replayed {
+            self.stats.replayed.fetch_add(readable, Ordering::Relaxed);
         }
     }
 

@@ -609,10 +609,10 @@ where
                 Error::bad_request(format!("data does not fit the model: {msg}"))
             }
         })?;
-        let model = run(ctx, &self.db, move |txn| {
+        let model = transact(ctx, &self.db, move |txn| {
             Box::pin(async move {
                 let model = am.insert(txn).await?;
-                within(&scope, model)
+                ensure_in_scope(&scope, model)
             })
         })
         .await?;
@@ -629,7 +629,7 @@ where
         Self::refuse_outside(&scope, &data)?;
         check_references(ctx, &self.references, &self.db, &data).await?;
         let cond = self.condition(&by_id);
-        let model = run(ctx, &self.db, move |txn| {
+        let model = transact(ctx, &self.db, move |txn| {
             Box::pin(async move {
                 let old = locked(M::Entity::find().filter(cond), txn)
                     .one(txn)
@@ -657,7 +657,7 @@ where
                 } else {
                     new
                 };
-                within(&scope, model)
+                ensure_in_scope(&scope, model)
             })
         })
         .await?;
@@ -669,7 +669,7 @@ where
         let id = arg(&args, "id")?.clone();
         let cond = self.condition(&by_id);
         let write_rule = self.row_rule(ctx, RowRuleKind::Delete)?;
-        run(ctx, &self.db, move |txn| {
+        transact(ctx, &self.db, move |txn| {
             Box::pin(async move {
                 let row = locked(M::Entity::find().filter(cond), txn)
                     .one(txn)
@@ -748,7 +748,7 @@ fn writable<M: crate::model::Publish>(rule: &Filter, row: &M) -> Result<(), Erro
 }
 
 /// The written object, or `forbidden` (rolling the write back) if it left the caller's scope.
-fn within<M: crate::model::Publish>(scope: &Filter, model: M) -> Result<M, Error> {
+fn ensure_in_scope<M: crate::model::Publish>(scope: &Filter, model: M) -> Result<M, Error> {
     if scope.matches(&model.to_published()) {
         Ok(model)
     } else {
@@ -756,14 +756,14 @@ fn within<M: crate::model::Publish>(scope: &Filter, model: M) -> Result<M, Error
     }
 }
 
-/// How long a write's reply waits for its changes to be relayed (see [`run`]).
+/// How long a write's reply waits for its changes to be relayed (see [`transact`]).
 const RELAY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs a write in a Dragon transaction, mapping errors; once it has committed, waits (at
 /// most [`RELAY_WAIT`]) until this node has dispatched the changes it recorded, so the
 /// reply follows its own events: a client that subscribes after "done" does not get its own
 /// change as news.
-async fn run<T, F>(ctx: &Ctx, db: &DatabaseConnection, f: F) -> Result<T, Error>
+async fn transact<T, F>(ctx: &Ctx, db: &DatabaseConnection, f: F) -> Result<T, Error>
 where
     T: Send,
     F: for<'c> FnOnce(&'c sea_orm::DatabaseTransaction) -> publish::TxnFuture<'c, T, Error> + Send,
