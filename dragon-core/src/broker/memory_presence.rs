@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use crate::presence::{JoinOutcome, Member, PresenceDiff, PresenceKey, PresenceSignal, Snapshot};
+use crate::router::ConnId;
 
 #[derive(Default)]
 struct Key {
     version: u64,
-    members: BTreeMap<Arc<str>, Member>,
+    members: BTreeMap<ConnId, Member>,
 }
 
 #[derive(Default)]

@@ -149,13 +149,19 @@ impl fmt::Display for Position {
     }
 }
 
+/// A string that is not a stream position (`MS-SEQ`, both unsigned integers).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a stream position (expected MS-SEQ): {0:?}")]
+pub struct ParsePositionError(String);
+
 impl FromStr for Position {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        let (a, b) = s.split_once('-').ok_or(())?;
+    type Err = ParsePositionError;
+    fn from_str(s: &str) -> Result<Self, ParsePositionError> {
+        let bad = || ParsePositionError(s.to_owned());
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
         Ok(Position(
-            a.parse().map_err(|_| ())?,
-            b.parse().map_err(|_| ())?,
+            a.parse().map_err(|_| bad())?,
+            b.parse().map_err(|_| bad())?,
         ))
     }
 }

@@ -123,7 +123,7 @@ impl<'a> Run<'a> {
 
     /// Whether message `i` skips `sub`'s connection.
     fn skips(&self, i: usize, sub: &Sub) -> bool {
-        self.except[i].is_some_and(|c| sub.outbox.conn() == Some(c))
+        self.except[i].is_some_and(|c| sub.outbox.conn().is_some_and(|own| own.as_str() == &**c))
     }
 
     /// Frame by frame: a connection with several subscriptions here gets one frame per

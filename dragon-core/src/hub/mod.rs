@@ -49,8 +49,11 @@ const MAX_WORKERS: usize = 16;
 /// 9% more writes. A run holds its route's lock while it is matched (a few ms at this size).
 const RUN: usize = 4096;
 
-/// A subscription's hub-wide key.
-pub type SubKey = u64;
+/// A subscription's key in this node's hub, unique for the hub's life. Not the client's
+/// subscription id (`s1`, chosen per connection and reused across connections): the hub
+/// keys by this, a connection maps its ids to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubKey(u64);
 
 /// Where a new subscription joins its route's stream.
 #[derive(Debug, Clone, Copy)]
@@ -138,7 +141,7 @@ pub struct Hub {
     shards: Vec<Shard>,
     next_key: AtomicU64,
     /// This node's connections, for revocation.
-    conns: Mutex<HashMap<Arc<str>, std::sync::Weak<crate::router::Conn>>>,
+    conns: Mutex<HashMap<crate::router::ConnId, std::sync::Weak<crate::router::Conn>>>,
 }
 
 impl Hub {
@@ -480,7 +483,7 @@ impl Hub {
 
     /// A new subscription key, for [`Hub::subscribe`].
     pub(crate) fn next_key(&self) -> SubKey {
-        self.next_key.fetch_add(1, Ordering::Relaxed)
+        SubKey(self.next_key.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Removes a subscription; false if it was not there.

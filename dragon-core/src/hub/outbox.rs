@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use super::coalesce::Coalesced;
 use super::frame::{EventKind, resync_frame};
 use crate::broker::Envelope;
+use crate::router::ConnId;
 
 /// What the writer sends next.
 #[derive(Debug)]
@@ -186,17 +187,17 @@ pub struct Outbox {
     /// Raised when the writer has ended (the reader stops too).
     pub(crate) writer_ended: Flag,
     /// The connection's id, once it has one.
-    conn: std::sync::OnceLock<Arc<str>>,
+    conn: std::sync::OnceLock<ConnId>,
 }
 
 impl Outbox {
     /// Names the connection this outbox writes to.
-    pub(crate) fn set_conn(&self, conn: Arc<str>) {
+    pub(crate) fn set_conn(&self, conn: ConnId) {
         let _ = self.conn.set(conn);
     }
 
     /// The connection this outbox writes to.
-    pub(crate) fn conn(&self) -> Option<&Arc<str>> {
+    pub(crate) fn conn(&self) -> Option<&ConnId> {
         self.conn.get()
     }
 

@@ -15,8 +15,8 @@ fn schema() -> Schema {
 /// Adds a subscription with `filter` to `st`.
 fn add(st: &mut RouteState, key: u64, filter: serde_json::Value, outbox: &Arc<Outbox>, id: &str) {
     let filter = Filter::parse(Some(&filter), &schema()).unwrap();
-    st.insert(key, outbox.clone(), Arc::from(id), filter);
-    st.joined(key);
+    st.insert(SubKey(key), outbox.clone(), Arc::from(id), filter);
+    st.joined(SubKey(key));
 }
 
 fn change(old_list: Option<i64>, new_list: Option<i64>) -> Message {
@@ -101,8 +101,8 @@ fn pinned_equalities_are_looked_up_not_scanned() {
     // Moving a row from list 7 to list 8 concerns both lists' groups and the unindexed one.
     assert_eq!(st.candidates(&change(Some(7), Some(8))).len(), 3);
     // Removal cleans the index.
-    assert!(st.remove(5));
-    assert!(!st.remove(5));
+    assert!(st.remove(SubKey(5)));
+    assert!(!st.remove(SubKey(5)));
     assert_eq!(st.candidates(&change(None, Some(5))).len(), 2);
     assert_eq!(
         st.indexed_values("list_id"),
@@ -127,9 +127,9 @@ fn subscriptions_with_one_filter_share_a_group() {
     assert_eq!(st.candidates(&change(None, Some(3))).len(), 1);
     assert_eq!(st.interned_ids(), 2, "s1 and s2");
     for key in 0..100 {
-        assert!(st.remove(key));
+        assert!(st.remove(SubKey(key)));
     }
-    assert!(st.remove(1000));
+    assert!(st.remove(SubKey(1000)));
     assert_eq!((st.group_count(), st.len()), (0, 0));
     assert_eq!(st.interned_ids(), 0);
     assert_eq!(st.indexed_values("list_id"), 0);
@@ -295,7 +295,7 @@ fn subscribers(hub: &Hub) -> Vec<(Arc<Outbox>, crate::hub::Receiver)> {
             test_budget()
         };
         let (outbox, rx) = Outbox::new(conn, budget);
-        outbox.set_conn(Arc::from(format!("c{conn}")));
+        outbox.set_conn(crate::router::ConnId::test(&format!("c{conn}")));
         let subs = if conn % 6 == 5 { 2 } else { 1 };
         for n in 0..subs {
             key += 1;
@@ -306,9 +306,9 @@ fn subscribers(hub: &Hub) -> Vec<(Arc<Outbox>, crate::hub::Receiver)> {
                 format!("s{}", n + 1)
             };
             let filter = Filter::parse(Some(filter), &schema()).unwrap();
-            st.insert(key, outbox.clone(), Arc::from(id), filter);
+            st.insert(SubKey(key), outbox.clone(), Arc::from(id), filter);
             if conn != 7 {
-                st.joined(key);
+                st.joined(SubKey(key));
             }
         }
         conns.push((outbox, rx));
@@ -402,7 +402,7 @@ async fn a_run_dispatched_at_once_equals_one_message_at_a_time() {
     let [a, b] = [&one, &run].map(|h| {
         let state = h.shards[0].route("items");
         let mut st = state.lock().unwrap();
-        let buffered = st.take_buffer(key).unwrap();
+        let buffered = st.take_buffer(SubKey(key)).unwrap();
         buffered
             .iter()
             .map(|e| e.position)

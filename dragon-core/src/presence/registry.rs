@@ -21,6 +21,7 @@ use super::types::{Member, PresenceDiff, PresenceKey, PresenceSignal, Snapshot};
 use crate::broker::Broker;
 use crate::error::Error;
 use crate::hub::{Outbound, Outbox};
+use crate::router::ConnId;
 
 /// A route and one of its keys.
 pub(crate) type ViewKey = (Arc<str>, PresenceKey);
@@ -43,7 +44,7 @@ pub(crate) enum Mode {
 
 struct Watcher {
     outbox: Arc<Outbox>,
-    conn: Arc<str>,
+    conn: ConnId,
     mode: Mode,
     active: bool,
     last_count: Option<usize>,
@@ -58,7 +59,7 @@ struct View {
     reread: bool,
     /// Diffs that arrived while not ready, in order.
     buffer: Vec<PresenceDiff>,
-    members: BTreeMap<Arc<str>, Member>,
+    members: BTreeMap<ConnId, Member>,
     watchers: HashMap<u64, Watcher>,
     /// (ready, version), for requests waiting for their own change to arrive.
     progress: watch::Sender<(bool, u64)>,
@@ -152,7 +153,7 @@ impl Registry {
     }
 
     /// Registers a watcher (inactive until [`Registry::reply`]); loads the key if new here.
-    pub(crate) fn watch(&self, key: &ViewKey, outbox: &Arc<Outbox>, conn: &Arc<str>, mode: Mode) {
+    pub(crate) fn watch(&self, key: &ViewKey, outbox: &Arc<Outbox>, conn: &ConnId, mode: Mode) {
         let mut views = self.views.lock().expect("views lock");
         let (view, fresh) = match views.get(key) {
             Some(v) => (v.clone(), false),
@@ -260,7 +261,7 @@ impl Registry {
     }
 
     /// Publishes a leave, retrying in the background until the broker takes it.
-    pub(crate) fn leave_later(&self, route: Arc<str>, key: PresenceKey, conn: Arc<str>) {
+    pub(crate) fn leave_later(&self, route: Arc<str>, key: PresenceKey, conn: ConnId) {
         self.leaving.fetch_add(1, Ordering::AcqRel);
         let Some(me) = self.me.upgrade() else { return };
         tokio::spawn(async move {
@@ -474,7 +475,7 @@ impl Registry {
     /// Replaces the view's members by a snapshot, tells active watchers the difference,
     /// then applies the diffs that waited.
     fn install(&self, view: &SharedView, v: &mut View, snapshot: Snapshot) {
-        let new: BTreeMap<Arc<str>, Member> = snapshot
+        let new: BTreeMap<ConnId, Member> = snapshot
             .members
             .into_iter()
             .map(|m| (m.conn.clone(), m))
@@ -603,7 +604,7 @@ mod tests {
 
     fn member(conn: &str) -> Member {
         Member {
-            conn: Arc::from(conn),
+            conn: ConnId::test(conn),
             user: Value::Null,
             state: json!({}),
         }
@@ -643,7 +644,7 @@ mod tests {
         });
         let registry = Registry::start(broker.clone());
         let (outbox, rx) = Outbox::new(1, crate::hub::test_budget());
-        registry.watch(&key(), &outbox, &Arc::from("watcher"), Mode::Members);
+        registry.watch(&key(), &outbox, &ConnId::test("watcher"), Mode::Members);
         registry.settle(&key(), 0).await.unwrap();
         let data = registry.reply(&key(), outbox.id(), |_| {}).unwrap();
         assert_eq!(data, json!({"members": []}));

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::Error;
+use crate::router::ConnId;
 
 /// The longest string key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -73,7 +74,7 @@ impl fmt::Display for PresenceKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
     /// The connection's id (as in its `hello`).
-    pub conn: Arc<str>,
+    pub conn: ConnId,
     /// The connection's user, or null.
     pub user: Value,
     /// What the client says about itself (`{"editing": true}`).

@@ -1,6 +1,7 @@
 //! Routers: named handlers of verbs. [`ModelRouter`] serves a model's CRUD and live
 //! subscriptions; implement [`Router`] for custom verbs (chat, likes, anything).
 
+mod conn_id;
 mod model;
 mod rules;
 mod validate;
@@ -20,8 +21,9 @@ use crate::hub::{Hub, Outbound, Outbox, Start, SubKey};
 use crate::presence::session::Session;
 use crate::protocol::{Output, Reply, RequestId};
 
+pub use conn_id::ConnId;
 pub use model::ModelRouter;
-pub use rules::{RowRule, Rule, Verb};
+pub use rules::{ParseVerbError, RowRule, Rule, Verb};
 pub use validate::Validator;
 pub use verbs::{Subscribe, Verbs};
 
@@ -85,7 +87,7 @@ impl Drop for SubSlot {
 /// One connection's state shared by its request tasks.
 pub(crate) struct Conn {
     /// Shared, not copied, by everything that names the connection (presence members).
-    pub(crate) id: Arc<str>,
+    pub(crate) id: ConnId,
     pub(crate) user: RwLock<Option<Value>>,
     pub(crate) outbox: Arc<Outbox>,
     /// Subscription id -> (route, hub key).
@@ -108,13 +110,13 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(
-        id: String,
+        id: ConnId,
         user: Option<Value>,
         outbox: Arc<Outbox>,
         limits: &crate::server::Limits,
     ) -> Self {
         Conn {
-            id: Arc::from(id),
+            id,
             user: RwLock::new(user),
             outbox,
             subs: Mutex::new(HashMap::new()),

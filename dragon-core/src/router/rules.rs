@@ -83,10 +83,18 @@ impl fmt::Display for Verb {
     }
 }
 
+/// A name that is none of the model verbs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a model verb: {0:?}")]
+pub struct ParseVerbError(String);
+
 impl FromStr for Verb {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Verb::ALL.into_iter().find(|v| v.as_str() == s).ok_or(())
+    type Err = ParseVerbError;
+    fn from_str(s: &str) -> Result<Self, ParseVerbError> {
+        Verb::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| ParseVerbError(s.to_owned()))
     }
 }
 

@@ -45,6 +45,20 @@ impl Validator {
         Validator::Length { min, max }
     }
 
+    /// Numbers from `min` to `max`, inclusive (`Validator::range(1.0, 5.0)` for a rating).
+    ///
+    /// # Panics
+    ///
+    /// If `min` is greater than `max` or either is NaN: no value could pass.
+    #[track_caller]
+    pub fn range(min: f64, max: f64) -> Self {
+        assert!(
+            min <= max,
+            "Validator::range({min}, {max}): min must be at most max"
+        );
+        Validator::Range { min, max }
+    }
+
     /// A check of your own: `Err` holds the message to show for the field.
     pub fn custom(f: impl Fn(&Value) -> Result<(), String> + Send + Sync + 'static) -> Self {
         Validator::Custom(Arc::new(f))
@@ -73,5 +87,45 @@ impl Validator {
             },
             Validator::Custom(f) => f(value),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::Validator;
+
+    #[test]
+    fn range_is_inclusive_and_says_what_it_wants() {
+        let v = Validator::range(1.0, 5.0);
+        assert_eq!(v.check(&json!(1)), Ok(()));
+        assert_eq!(v.check(&json!(5.0)), Ok(()));
+        assert_eq!(v.check(&json!(3.5)), Ok(()));
+        assert_eq!(
+            v.check(&json!(0)),
+            Err("must be between 1 and 5".to_owned())
+        );
+        assert_eq!(
+            v.check(&json!(5.01)),
+            Err("must be between 1 and 5".to_owned())
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "min must be at most max")]
+    fn an_empty_range_is_refused_at_startup() {
+        let _ = Validator::range(5.0, 1.0);
+    }
+
+    #[test]
+    fn length_counts_characters() {
+        let v = Validator::length(1, 3);
+        assert_eq!(v.check(&json!("äöü")), Ok(()));
+        assert_eq!(v.check(&json!("")), Err("may not be empty".to_owned()));
+        assert_eq!(
+            v.check(&json!("abcd")),
+            Err("must be at most 3 characters".to_owned())
+        );
     }
 }

@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::hub::{Budget, Outbound, Outbox, Stop};
 use crate::protocol::{CloseCode, Output, PROTOCOL_VERSION, Reply, Request, RequestId, close};
 use crate::publish;
-use crate::router::{Conn, Ctx};
+use crate::router::{Conn, ConnId, Ctx};
 
 fn reply_frame(reply: &Reply) -> Outbound {
     Outbound::Text(Utf8Bytes::from(reply.to_json()))
@@ -49,7 +49,7 @@ pub(super) async fn run(
     let expires_at = identity.as_ref().and_then(|i| i.expires_at);
     let user = identity.map(|i| i.user);
     let n = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-    let conn_id = format!("c{n}-{}", uuid::Uuid::new_v4().simple());
+    let conn_id = ConnId::generate(n);
     let (outbox, rx) = Outbox::new(n, Budget::of(&inner.limits));
     let conn = Arc::new(Conn::new(
         conn_id.clone(),
@@ -442,7 +442,7 @@ fn handle_text(
                 tracing::error!(conn = %conn.id, %route, %verb, panic = what, "a request panicked");
                 Err(Error::Internal(format!("the request panicked: {what}")))
             });
-        let known = dragon.inner.routers.contains_key(&route) || route == "dragon";
+        let known = dragon.inner.routers.contains_key(&route) || route == super::CONTROL_ROUTE;
         let error = result.as_ref().err();
         dragon
             .inner
@@ -504,7 +504,7 @@ impl Drop for InFlight {
 }
 
 async fn dispatch(dragon: &Dragon, ctx: &Ctx, request: Request) -> Result<Output, Error> {
-    if request.route == "dragon" {
+    if request.route == super::CONTROL_ROUTE {
         return dragon_route::call(dragon, ctx, &request.verb, request.args).await;
     }
     let router = dragon

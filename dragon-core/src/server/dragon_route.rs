@@ -48,7 +48,7 @@ pub(super) async fn call(
         }
         "whoami" => Ok(Output::data(ctx.user().unwrap_or(Value::Null))),
         _ => Err(Error::UnknownVerb {
-            route: "dragon".into(),
+            route: super::CONTROL_ROUTE.into(),
             verb: verb.into(),
         }),
     }

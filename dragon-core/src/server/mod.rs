@@ -219,7 +219,7 @@ impl Builder {
         let mut routers = HashMap::new();
         for r in self.routers {
             let name = r.name().to_owned();
-            if name == "dragon" {
+            if name == CONTROL_ROUTE {
                 return Err(BuildError::ReservedRoute);
             }
             r.check().map_err(|problem| BuildError::Router {
