@@ -212,6 +212,50 @@ pub struct Event {
     pub extra: Map<String, Value>,
 }
 
+impl Event {
+    /// An event called `event`, with nothing else set yet.
+    pub(crate) fn named(event: impl Into<String>) -> Self {
+        Event {
+            event: event.into(),
+            route: None,
+            subs: Vec::new(),
+            data: None,
+            changed: None,
+            position: None,
+            version: None,
+            extra: Map::new(),
+        }
+    }
+
+    pub(crate) fn route(mut self, route: &str) -> Self {
+        self.route = Some(route.to_owned());
+        self
+    }
+
+    pub(crate) fn subs(mut self, subs: &[std::sync::Arc<str>]) -> Self {
+        self.subs = subs.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub(crate) fn data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    /// A top-level field of its own (presence's `key` and `count`).
+    pub(crate) fn with(mut self, field: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(field.to_owned(), value.into());
+        self
+    }
+
+    /// The frame's text. Every event frame but the hot path's model and custom events (which
+    /// `hub::frame` writes straight from the row, checked against this type by its tests) is
+    /// encoded here.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("events serialize")
+    }
+}
+
 /// Any frame a server sends, as a client reads it.
 #[derive(Debug, Clone)]
 pub enum ServerFrame {

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::broker::{Envelope, Message};
 use crate::filter::Filter;
-use crate::protocol::ChangeKind;
+use crate::protocol::{ChangeKind, Event};
 
 /// The event a subscription sees of one message (the frame's `event`): unlike
 /// [`ChangeKind`], an update can be seen as created or deleted when the object enters or
@@ -62,16 +62,21 @@ pub(crate) fn changed_fields(old: &Map<String, Value>, new: &Map<String, Value>)
 
 /// The `resync` frame for `subs` of `route`: reload, something was missed.
 pub(crate) fn resync_frame(route: &str, subs: &[Arc<str>]) -> Utf8Bytes {
-    let frame = serde_json::json!({"event": "resync", "route": route, "subs": subs});
-    Utf8Bytes::from(frame.to_string())
+    Utf8Bytes::from(Event::named("resync").route(route).subs(subs).to_json())
 }
 
 /// The `error` frame for `subs` of `route` whose access was revoked (`what`: `user`,
 /// `connection` or `object`): they have ended.
 pub(crate) fn revoked_frame(route: &str, subs: &[Arc<str>], what: &str) -> Utf8Bytes {
-    let frame = serde_json::json!({"event": "error", "route": route, "subs": subs,
-        "data": {"code": "forbidden", "message": "access revoked", "revoked": what}});
-    Utf8Bytes::from(frame.to_string())
+    let data =
+        serde_json::json!({"code": "forbidden", "message": "access revoked", "revoked": what});
+    Utf8Bytes::from(
+        Event::named("error")
+            .route(route)
+            .subs(subs)
+            .data(data)
+            .to_json(),
+    )
 }
 
 /// A frame and the `subs` it names.
@@ -275,6 +280,7 @@ mod tests {
 
     use super::*;
     use crate::broker::Position;
+    use crate::protocol::ServerFrame;
     use crate::schema::{FieldType, Schema};
 
     fn schema() -> Schema {
@@ -374,6 +380,12 @@ mod tests {
                     prop_assert_eq!(shared.as_str(), again.as_str());
                     let own = own_encoding(&env, event_kind, &subs);
                     let got: Value = serde_json::from_str(shared.as_str()).unwrap();
+                    // The protocol's own event type reads it and writes it back the same.
+                    let ServerFrame::Event(typed) = ServerFrame::parse(shared.as_str()).unwrap() else {
+                        panic!("not an event frame: {}", shared.as_str());
+                    };
+                    let retyped: Value = serde_json::from_str(&typed.to_json()).unwrap();
+                    prop_assert_eq!(&retyped, &got);
                     prop_assert_eq!(got, own);
                 }
             }

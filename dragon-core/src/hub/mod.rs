@@ -301,9 +301,10 @@ impl Hub {
             .get(id)
             .and_then(std::sync::Weak::upgrade);
         if let Some(conn) = conn {
-            let frame = serde_json::json!({"event": direct["event"], "data": direct["data"]});
+            let event = direct["event"].as_str().unwrap_or_default();
+            let frame = crate::protocol::Event::named(event).data(direct["data"].clone());
             conn.outbox
-                .send(Outbound::Text(Utf8Bytes::from(frame.to_string())));
+                .send(Outbound::Text(Utf8Bytes::from(frame.to_json())));
         }
     }
 

@@ -108,8 +108,11 @@ fn members_frame(
 }
 
 fn count_frame(route: &str, key: &PresenceKey, count: usize) -> Utf8Bytes {
-    let frame = json!({"event": "presence", "route": route, "key": key, "count": count});
-    Utf8Bytes::from(frame.to_string())
+    let frame = crate::protocol::Event::named("presence")
+        .route(route)
+        .with("key", key.to_json())
+        .with("count", count);
+    Utf8Bytes::from(frame.to_json())
 }
 
 impl Registry {

@@ -21,7 +21,9 @@ use super::{Dragon, dragon_route};
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::hub::{Budget, Outbound, Outbox, Stop};
-use crate::protocol::{CloseCode, Output, PROTOCOL_VERSION, Reply, Request, RequestId, close};
+use crate::protocol::{
+    CloseCode, Event, Output, PROTOCOL_VERSION, Reply, Request, RequestId, close,
+};
 use crate::publish;
 use crate::router::{Conn, ConnId, Ctx};
 
@@ -63,8 +65,9 @@ pub(super) async fn run(
     tracing::debug!(conn = %conn_id, "connected");
 
     // Built and dropped here, not kept for the life of the connection.
-    let hello = json!({"event": "hello", "data": {"protocol": PROTOCOL_VERSION, "conn": conn_id, "user": user}})
-        .to_string();
+    let hello = Event::named("hello")
+        .data(json!({"protocol": PROTOCOL_VERSION, "conn": conn_id, "user": user}))
+        .to_json();
     outbox.send(Outbound::Text(Utf8Bytes::from(hello)));
 
     let shutdown = inner.shutdown.subscribe();
